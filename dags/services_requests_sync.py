@@ -1,0 +1,135 @@
+"""
+### Service requests → downstream API, every hour (query mode)
+
+Sends the rows of PostgreSQL `service_requests` whose `last_modified_date` falls in the run's
+data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON batches.
+
+| task | what it does |
+|---|---|
+| `check_run_setup` | fails at once, naming the fix, on a missing interval, connection or grant; creates the state tables |
+| `plan_batches` | one SQL query plans keyset batches of at most `batch_size` rows (only the bounds cross XCom) |
+| `build_batch` | one per batch: fetches its rows, converts them to the API contract, quarantines bad rows, builds the JSON body and its `Idempotency-Key` |
+| `post_batch` | one per batch: `HttpOperator` POST, 30 s timeout, retried with backoff + jitter, honors `Retry-After`, fails fast on 4xx; checks the ack |
+| `record_delivery` | stores the acks in the delivery ledger, checks every batch was acked, logs the run summary |
+
+**Connections:** `services_source_db` (postgres; `SELECT` on `service_requests`),
+`services_api` (http; host, scheme and auth header of the receiver). State tables (ledger,
+quarantine) go to schema `services_sync` of `SERVICES_SYNC_STATE_CONN_ID` (default: the source).
+
+**Params:** `batch_size` (rows per POST, default 1000).
+
+**Reruns and backfills** are safe: each run reads exactly its data interval, and a batch's
+`Idempotency-Key` comes from the interval and the body (never the run id), so resending the same
+data sends the same key and the receiver keeps it once. Backfill with
+`airflow backfill create --dag-id services_requests_sync --from-date … --to-date … --max-active-runs 1`.
+A run without a data interval (triggered without a logical date) fails in `check_run_setup`.
+
+**Owner:** data-platform
+"""
+
+from __future__ import annotations
+
+from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
+from airflow.providers.http.operators.http import HttpOperator
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from services_sync import tasks
+from services_sync.config import load_settings
+from services_sync.retry import DeliveryRetryPolicy, connect_retry_args
+
+DAG_ID = "services_requests_sync"
+SETTINGS = load_settings()
+
+
+@dag(
+    dag_id=DAG_ID,
+    # Not "@hourly": a bare cron string is a zero-width interval in Airflow 3.
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=SETTINGS.start_date,
+    catchup=True,  # an hour missed while the scheduler was down is still sent
+    max_active_runs=1,  # intervals are delivered in order
+    template_searchpath=[str(SETTINGS.sql_dir)],
+    default_args={
+        "owner": "data-platform",
+        "retries": SETTINGS.task_retries,
+        "retry_delay": SETTINGS.task_retry_delay,
+    },
+    params={
+        "batch_size": Param(
+            SETTINGS.default_batch_size,
+            type="integer",
+            minimum=1,
+            maximum=50_000,
+            title="Batch size",
+            description="Records per POST (and per mapped task). At most 1024 batches per hour.",
+        ),
+    },
+    tags=["services", "sync", "hourly"],
+    doc_md=__doc__,
+)
+def services_requests_sync():
+    @task
+    def check_run_setup(params=None, data_interval_start=None, data_interval_end=None) -> str:
+        """Fail fast, naming the fix, on a missing interval, connection or grant."""
+        return tasks.check_run_setup(DAG_ID, data_interval_start, data_interval_end, params)
+
+    plan_batches = SQLExecuteQueryOperator(
+        task_id="plan_batches",
+        conn_id=SETTINGS.source_conn_id,
+        sql="services_sync/plan_batches.sql",
+        parameters={
+            "window_start": "{{ data_interval_start }}",
+            "window_end": "{{ data_interval_end }}",
+            "batch_size": "{{ params.batch_size }}",
+        },
+    )
+
+    @task(map_index_template="batch {{ task.op_kwargs['plan_row'][0] + 1 }}")
+    def build_batch(plan_row, run_id=None, data_interval_start=None, data_interval_end=None):
+        """Fetch, transform and quarantine one batch; return its JSON body and headers."""
+        return tasks.build_batch(
+            plan_row,
+            dag_id=DAG_ID,
+            run_id=run_id,
+            data_interval_start=data_interval_start,
+            data_interval_end=data_interval_end,
+        )
+
+    post_batch = HttpOperator.partial(
+        task_id="post_batch",
+        http_conn_id=SETTINGS.api_conn_id,
+        endpoint=SETTINGS.endpoint,
+        method="POST",
+        response_check=tasks.check_response,
+        response_filter=tasks.ack_summary,
+        extra_options={"timeout": SETTINGS.http_timeout, "check_response": False},
+        retry_args=connect_retry_args(SETTINGS.connect_attempts),
+        retries=SETTINGS.post_retries,
+        retry_delay=SETTINGS.post_retry_delay,
+        retry_exponential_backoff=SETTINGS.post_retry_backoff,
+        max_retry_delay=SETTINGS.post_max_retry_delay,
+        retry_policy=DeliveryRetryPolicy(
+            retry_delay=SETTINGS.post_retry_delay,
+            backoff=SETTINGS.post_retry_backoff,
+            max_retry_delay=SETTINGS.post_max_retry_delay,
+            max_retry_after=SETTINGS.max_retry_after,
+        ),
+    ).expand_kwargs(build_batch.expand(plan_row=plan_batches.output).map(tasks.as_post_kwargs))
+
+    @task(trigger_rule="none_failed", multiple_outputs=False)
+    def record_delivery(plan, acks, run_id=None, data_interval_start=None, data_interval_end=None):
+        """Store the acks in the delivery ledger and log the run summary."""
+        return tasks.record_delivery(
+            plan,
+            acks,
+            dag_id=DAG_ID,
+            run_id=run_id,
+            data_interval_start=data_interval_start,
+            data_interval_end=data_interval_end,
+        )
+
+    check_run_setup() >> plan_batches
+    record_delivery(plan_batches.output, post_batch.output)
+
+
+services_requests_sync()

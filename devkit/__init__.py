@@ -1,0 +1,1 @@
+"""Developer tooling: the reference receiver for the services-data HTTP API."""

@@ -1,0 +1,41 @@
+-- Plan the keyset batches of one data interval; returns one small row per batch, never the data.
+-- Params (bind): window_start, window_end (timestamptz, half-open [start, end)), batch_size (int).
+--
+-- Sort key: (last_modified_date, request_id, service_id), NULL ids as '' and compared with the
+-- "C" collation so the order is total and identical in this plan and in fetch_batch.sql.
+-- The first batch starts at the window start and the last ends at the window end, so the
+-- batches tile the whole interval: a row that changes between planning and fetching is still
+-- fetched by exactly one batch. Served by the index on last_modified_date (a range scan).
+-- Timestamps leave as text: XCom would turn a datetime into a float and lose microseconds.
+WITH keys AS (
+    SELECT sr.last_modified_date AS lmd,
+           coalesce(sr.request_id::text, '') COLLATE "C" AS rid,
+           coalesce(sr.service_id::text, '') COLLATE "C" AS sid
+    FROM service_requests AS sr
+    WHERE sr.last_modified_date >= %(window_start)s::timestamptz
+      AND sr.last_modified_date <  %(window_end)s::timestamptz
+),
+numbered AS (
+    SELECT lmd, rid, sid,
+           row_number() OVER (ORDER BY lmd, rid, sid) - 1 AS rn,
+           count(*) OVER () AS total
+    FROM keys
+),
+starts AS (
+    SELECT rn / %(batch_size)s::int AS batch_index, lmd, rid, sid, total
+    FROM numbered
+    WHERE mod(rn, %(batch_size)s::int) = 0
+)
+SELECT batch_index,
+       count(*) OVER () AS batch_count,
+       CASE WHEN batch_index = 0 THEN %(window_start)s::timestamptz ELSE lmd END::text AS lower_lmd,
+       CASE WHEN batch_index = 0 THEN '' ELSE rid END AS lower_rid,
+       CASE WHEN batch_index = 0 THEN '' ELSE sid END AS lower_sid,
+       coalesce(lead(lmd) OVER w, %(window_end)s::timestamptz)::text AS upper_lmd,
+       coalesce(lead(rid) OVER w, '') AS upper_rid,
+       coalesce(lead(sid) OVER w, '') AS upper_sid,
+       least(total - batch_index * %(batch_size)s::int, %(batch_size)s::int) AS planned_rows,
+       total AS interval_rows
+FROM starts
+WINDOW w AS (ORDER BY batch_index)
+ORDER BY batch_index;

@@ -1,0 +1,160 @@
+"""Deployment settings, read once from environment variables with safe defaults.
+
+These shape the DAG (connection ids, retry budget, start date), so they are environment
+variables rather than Airflow Variables: reading them costs nothing at parse time and they are
+the same in every component. Runtime knobs a user changes per run (batch size) are DAG Params.
+
+A bad value raises :class:`ConfigError` naming the variable, which surfaces as a DAG import
+error in the UI and in ``airflow dags list-import-errors``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+#: Where ``include/sql`` lives: next to ``plugins/`` in this repository and in the compose stack.
+#: Override with ``SERVICES_SYNC_SQL_DIR`` when the package is deployed elsewhere.
+DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
+
+
+#: Retries of the POST task land uniformly in [RETRY_JITTER_FLOOR * backoff, backoff]; see
+#: :mod:`services_sync.retry`.
+RETRY_JITTER_FLOOR = 0.8
+
+
+class ConfigError(ValueError):
+    """A setting has a value the pipeline cannot work with."""
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; set it to e.g. {default}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _start_date(env: Mapping[str, str]) -> datetime:
+    name = "SERVICES_SYNC_START_DATE"
+    raw = _get(env, name, "2026-11-29T00:00:00+00:00")
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not an ISO 8601 timestamp; use e.g. 2026-11-29T00:00:00+00:00"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    value = value.astimezone(timezone.utc)
+    if (value.minute, value.second, value.microsecond) != (0, 0, 0):
+        raise ConfigError(f"{name}={raw!r} must be on the hour (hourly intervals start at HH:00)")
+    return value
+
+
+def _zone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:
+    raw = _get(env, name, default)
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name}={raw!r} is not an IANA time zone name (e.g. UTC)") from None
+
+
+def _identifier(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _get(env, name, default)
+    if not raw.replace("_", "").isalnum() or raw[0].isdigit():
+        raise ConfigError(f"{name}={raw!r} must be a plain SQL identifier (letters, digits, _)")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the DAG and its tasks read from the environment."""
+
+    start_date: datetime
+    source_conn_id: str
+    api_conn_id: str
+    state_conn_id: str
+    state_schema: str
+    endpoint: str
+    sql_dir: Path
+    naive_timezone: ZoneInfo
+    default_batch_size: int
+    http_timeout: float
+    post_retries: int
+    post_retry_delay: timedelta
+    post_retry_backoff: float
+    post_max_retry_delay: timedelta
+    max_retry_after: timedelta
+    connect_attempts: int
+    task_retries: int
+    task_retry_delay: timedelta
+
+    @property
+    def retry_budget(self) -> timedelta:
+        """The shortest time the POST task keeps retrying before it fails for good.
+
+        The retry policy waits ``min(base * m**k, max_retry_delay)`` scaled by a jitter in
+        ``[RETRY_JITTER_FLOOR, 1]`` (never less, even when ``Retry-After`` is shorter), so the
+        sum of the floors is the guarantee. Time spent inside the tries is not counted.
+        """
+        base = self.post_retry_delay.total_seconds()
+        cap = self.post_max_retry_delay.total_seconds()
+        multiplier = self.post_retry_backoff if self.post_retry_backoff > 0 else 1.0
+        total = 0.0
+        for failed_try in range(1, self.post_retries + 1):
+            total += min(base * multiplier ** (failed_try - 1), cap) * RETRY_JITTER_FLOOR
+        return timedelta(seconds=total)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate all settings; raise :class:`ConfigError` naming the variable to fix."""
+    env = os.environ if env is None else env
+    source_conn_id = _get(env, "SERVICES_SYNC_SOURCE_CONN_ID", "services_source_db")
+    return Settings(
+        start_date=_start_date(env),
+        source_conn_id=source_conn_id,
+        api_conn_id=_get(env, "SERVICES_SYNC_API_CONN_ID", "services_api"),
+        state_conn_id=_get(env, "SERVICES_SYNC_STATE_CONN_ID", source_conn_id),
+        state_schema=_identifier(env, "SERVICES_SYNC_STATE_SCHEMA", "services_sync"),
+        endpoint=_get(env, "SERVICES_SYNC_ENDPOINT", "/services-data/requests"),
+        sql_dir=Path(_get(env, "SERVICES_SYNC_SQL_DIR", str(DEFAULT_SQL_DIR))),
+        naive_timezone=_zone(env, "SERVICES_SYNC_NAIVE_TIMEZONE", "UTC"),
+        default_batch_size=_int(env, "SERVICES_SYNC_BATCH_SIZE", 1000, minimum=1),
+        http_timeout=_float(env, "SERVICES_SYNC_HTTP_TIMEOUT_S", 30.0, minimum=0.1),
+        post_retries=_int(env, "SERVICES_SYNC_POST_RETRIES", 20),
+        post_retry_delay=timedelta(seconds=_float(env, "SERVICES_SYNC_RETRY_DELAY_S", 60.0)),
+        post_retry_backoff=_float(env, "SERVICES_SYNC_RETRY_BACKOFF", 2.0),
+        post_max_retry_delay=timedelta(
+            seconds=_float(env, "SERVICES_SYNC_MAX_RETRY_DELAY_S", 1800.0, minimum=1.0)
+        ),
+        max_retry_after=timedelta(
+            seconds=_float(env, "SERVICES_SYNC_MAX_RETRY_AFTER_S", 900.0, minimum=0.0)
+        ),
+        connect_attempts=_int(env, "SERVICES_SYNC_CONNECT_ATTEMPTS", 3, minimum=1),
+        task_retries=_int(env, "SERVICES_SYNC_TASK_RETRIES", 3),
+        task_retry_delay=timedelta(seconds=_float(env, "SERVICES_SYNC_TASK_RETRY_DELAY_S", 60.0)),
+    )

@@ -1,0 +1,39 @@
+"""PostgreSQL connections through Airflow Connections (never credentials in code or logs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql as pgsql
+
+from services_sync.sql import load_sql
+
+
+@contextmanager
+def connect(conn_id: str) -> Iterator[psycopg.Connection]:
+    """A psycopg 3 connection for an Airflow Connection id; committed on success, closed after.
+
+    The session runs in UTC so ``timestamp without time zone`` columns compare with the UTC
+    interval bounds the way the DAG docs describe.
+    """
+    # Imported here: the provider is heavy and DAG parsing must not pay for it.
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+        yield conn
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
+
+
+def state_sql(name: str, schema: str) -> pgsql.Composed:
+    """A state statement from ``include/sql/services_sync/state`` with its schema composed in."""
+    return pgsql.SQL(load_sql(f"state/{name}")).format(schema=pgsql.Identifier(schema))

@@ -1,0 +1,350 @@
+"""What each task of the DAGs does: the DAG files call these one-liners.
+
+Everything here runs inside a task (never at parse time), takes plain values from the task
+context and returns small, JSON-serialisable values for XCom.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+)
+
+from services_sync import source, state
+from services_sync.config import Settings, load_settings
+from services_sync.db import connect
+from services_sync.delivery import RejectedDeliveryError, check_ack
+from services_sync.payload import (
+    BatchBounds,
+    Interval,
+    body_sha256,
+    build_body,
+    hourly_interval,
+    idempotency_key,
+    request_headers,
+)
+from services_sync.transform import transform_rows
+
+log = logging.getLogger(__name__)
+
+#: How many quarantined rows of a batch are spelled out in the task log.
+_LOGGED_REJECTS = 5
+
+_TRIGGER_HELP = (
+    "Trigger it for a past hour with a logical date, e.g. "
+    "`airflow dags trigger {dag_id} --logical-date 2025-05-14T11:00:00+00:00` sends "
+    "[10:00, 11:00) UTC (the last whole hour before the logical date); in the UI keep the "
+    "pre-filled logical date. For a range of hours use `airflow backfill create --dag-id {dag_id} "
+    "--from-date ... --to-date ... --max-active-runs 1`."
+)
+
+
+def require_hourly_interval(
+    dag_id: str, start: datetime | None, end: datetime | None
+) -> Interval:
+    """The run's ``[start, end)``; fail the task (no retries) with how to trigger it correctly."""
+    try:
+        return hourly_interval(start, end)
+    except ValueError as exc:
+        raise AirflowFailException(
+            f"{dag_id} cannot run: {exc}. {_TRIGGER_HELP.format(dag_id=dag_id)}"
+        ) from None
+
+
+def check_run_setup(
+    dag_id: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    params: Mapping[str, Any],
+    settings: Settings | None = None,
+) -> str:
+    """First task: fail fast, with the fix, on anything that would make the run useless.
+
+    Checks the data interval, the params, both connections and read access to the source table,
+    then creates the state tables if needed. Returns the interval label.
+    """
+    settings = settings or load_settings()
+    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
+    batch_size = params.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AirflowFailException(f"param batch_size={batch_size!r} must be a positive integer")
+
+    problems = [
+        *_connection_problems(settings.source_conn_id, "postgres", _PG_EXAMPLE),
+        *_connection_problems(settings.api_conn_id, "http", _HTTP_EXAMPLE),
+    ]
+    if settings.state_conn_id != settings.source_conn_id:
+        problems += _connection_problems(settings.state_conn_id, "postgres", _PG_EXAMPLE)
+    if problems:
+        raise AirflowFailException("Misconfigured connections:\n- " + "\n- ".join(problems))
+
+    try:
+        with connect(settings.source_conn_id) as conn:
+            source.check_source_access(conn)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        raise AirflowFailException(
+            f"The source connection '{settings.source_conn_id}' does not see the table "
+            f"service_requests with the expected columns ({_first_line(exc)}). Point the "
+            "connection at the right database, or set the schema with the connection extra "
+            '{"options": "-c search_path=<schema>"}.'
+        ) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise AirflowFailException(
+            f"The role of connection '{settings.source_conn_id}' may not read service_requests "
+            f"({_first_line(exc)}). Run: GRANT SELECT ON service_requests TO <that role>;"
+        ) from None
+
+    try:
+        with connect(settings.state_conn_id) as conn:
+            state.ensure_state_tables(conn, settings.state_schema)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise AirflowFailException(
+            f"The role of connection '{settings.state_conn_id}' cannot create the state tables "
+            f"in schema {settings.state_schema} ({_first_line(exc)}). Create the schema for it "
+            f"(CREATE SCHEMA {settings.state_schema} AUTHORIZATION <role>), or point "
+            "SERVICES_SYNC_STATE_CONN_ID / SERVICES_SYNC_STATE_SCHEMA elsewhere."
+        ) from None
+    log.info("Run set up for interval %s (batch size %d)", interval.label, batch_size)
+    return interval.label
+
+
+def build_batch(
+    plan_row: Sequence[Any],
+    *,
+    dag_id: str,
+    run_id: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    settings: Settings | None = None,
+) -> dict[str, Any] | None:
+    """Fetch one planned batch, transform it, quarantine bad rows, return the POST kwargs.
+
+    Returns ``{"data": <json body>, "headers": {...}}`` for ``HttpOperator``, or None when every
+    row of the batch was quarantined (nothing to send).
+    """
+    settings = settings or load_settings()
+    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
+    bounds = BatchBounds.from_plan_row(plan_row)
+    with connect(settings.source_conn_id) as conn:
+        rows = source.fetch_batch(conn, interval, bounds)
+    result = transform_rows(rows, settings.naive_timezone)
+    body = build_body(result.records) if result.records else None
+    key = idempotency_key(interval, body) if body is not None else None
+    with connect(settings.state_conn_id) as conn:
+        state.quarantine_rows(
+            conn,
+            settings.state_schema,
+            dag_id=dag_id,
+            run_id=run_id,
+            interval=interval,
+            rejected=result.rejected,
+        )
+        state.record_batch_built(
+            conn,
+            settings.state_schema,
+            dag_id=dag_id,
+            run_id=run_id,
+            batch_index=bounds.index,
+            interval_start=interval.start,
+            interval_end=interval.end,
+            idempotency_key=key,
+            rows_extracted=len(rows),
+            rows_quarantined=len(result.rejected),
+            rows_sent=len(result.records),
+            body_bytes=len(body) if body else 0,
+            body_sha256=body_sha256(body) if body else None,
+        )
+    log.info(
+        "%s of %s: %d rows, %d to send, %d quarantined, %.1f KiB, key %s",
+        bounds.label,
+        interval.label,
+        len(rows),
+        len(result.records),
+        len(result.rejected),
+        (len(body) if body else 0) / 1024,
+        key,
+    )
+    for item in result.rejected[:_LOGGED_REJECTS]:
+        log.warning(
+            "Quarantined request_id=%s service_id=%s: %s",
+            item.row.get("request_id"),
+            item.row.get("service_id"),
+            item.reason,
+        )
+    if len(result.rejected) > _LOGGED_REJECTS:
+        log.warning("... and %d more quarantined rows", len(result.rejected) - _LOGGED_REJECTS)
+    if body is None:
+        return None
+    return {"data": body, "headers": request_headers(key)}
+
+
+def as_post_kwargs(built: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """Map a built batch to ``HttpOperator`` kwargs; a batch with nothing to send is skipped."""
+    if built is None:
+        raise AirflowSkipException("every row of this batch was quarantined; nothing to send")
+    return built
+
+
+def check_response(response: Any) -> bool:
+    """``HttpOperator.response_check``: accept only a proper acknowledgment (README contract).
+
+    A rejection fails the task at once (``AirflowFailException``) with the receiver's reason; a
+    transient error raises :class:`~services_sync.delivery.RetryableDeliveryError`, which the
+    retry policy turns into a backoff or a ``Retry-After`` wait.
+    """
+    key = response.request.headers.get("Idempotency-Key", "?")
+    try:
+        ack = check_ack(
+            response.status_code, response.headers, response.text, _sent_count(response)
+        )
+    except RejectedDeliveryError as exc:
+        raise AirflowFailException(f"Batch {key} was rejected: {exc}") from exc
+    log.info(
+        "Batch %s acknowledged: HTTP %d, %d accepted%s",
+        key,
+        ack.status,
+        ack.accepted,
+        " (duplicate: the receiver already had it)" if ack.duplicate else "",
+    )
+    return True
+
+
+def ack_summary(response: Any, ti: Any = None) -> dict[str, Any]:
+    """``HttpOperator.response_filter``: the small ack record pushed to XCom (never the body)."""
+    ack = check_ack(response.status_code, response.headers, response.text, _sent_count(response))
+    return {
+        "idempotency_key": response.request.headers.get("Idempotency-Key"),
+        "status": ack.status,
+        "accepted": ack.accepted,
+        "duplicate": ack.duplicate,
+        "attempts": getattr(ti, "try_number", None),
+        "acked_at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def record_delivery(
+    plan: Sequence[Sequence[Any]] | None,
+    acks: Iterable[Mapping[str, Any] | None] | None,
+    *,
+    dag_id: str,
+    run_id: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Final task: store the acks in the ledger, check every batch was acked, log the summary."""
+    settings = settings or load_settings()
+    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
+    batch_count = len(plan or [])
+    acks = [ack for ack in (acks or []) if ack]
+    with connect(settings.state_conn_id) as conn:
+        state.record_batch_acks(
+            conn, settings.state_schema, dag_id=dag_id, run_id=run_id, acks=acks
+        )
+        batches = [
+            row
+            for row in state.run_batches(conn, settings.state_schema, dag_id=dag_id, run_id=run_id)
+            if row["batch_index"] < batch_count
+        ]
+        summary = {
+            "interval": interval.label,
+            "rows_extracted": sum(b["rows_extracted"] for b in batches),
+            "batches": batch_count,
+            "batches_posted": sum(1 for b in batches if b["acked_at"] is not None),
+            "rows_sent": sum(b["rows_sent"] for b in batches if b["acked_at"] is not None),
+            "rows_quarantined": sum(b["rows_quarantined"] for b in batches),
+            "duplicates": sum(1 for b in batches if b["duplicate"]),
+        }
+        unacked = [b for b in batches if b["rows_sent"] and b["acked_at"] is None]
+        missing = batch_count - len(batches)
+        if unacked or missing:
+            raise AirflowException(
+                f"Interval {interval.label}: {len(unacked)} batch(es) built but not acknowledged "
+                f"and {missing} planned batch(es) never built; clear the run to resend them "
+                "(same keys, the receiver de-duplicates)."
+            )
+        state.record_run(
+            conn,
+            settings.state_schema,
+            dag_id=dag_id,
+            run_id=run_id,
+            interval_start=interval.start,
+            interval_end=interval.end,
+            **{k: v for k, v in summary.items() if k != "interval"},
+        )
+    log.info("%s", format_summary(summary, batches))
+    return summary
+
+
+def format_summary(summary: Mapping[str, Any], batches: Sequence[Mapping[str, Any]]) -> str:
+    """The run summary as a small text table for the task log."""
+    if not summary["batches"]:
+        return f"Interval {summary['interval']}: 0 changes, nothing to send."
+    lines = [
+        f"Interval {summary['interval']}: {summary['rows_extracted']} rows extracted, "
+        f"{summary['batches']} batches ({summary['batches_posted']} posted), "
+        f"{summary['rows_sent']} sent, {summary['rows_quarantined']} quarantined, "
+        f"{summary['duplicates']} already at the receiver",
+        f"{'batch':>9} {'rows':>7} {'sent':>7} {'quar.':>6} {'KiB':>8} {'HTTP':>5} {'tries':>5}  key",
+    ]
+    count = summary["batches"]
+    for b in batches:
+        lines.append(
+            f"{b['batch_index'] + 1:>4}/{count:<4} {b['rows_extracted']:>7} {b['rows_sent']:>7} "
+            f"{b['rows_quarantined']:>6} {b['body_bytes'] / 1024:>8.1f} "
+            f"{b['http_status'] or '-':>5} {b['attempts'] or '-':>5}  "
+            f"{b['idempotency_key'] or '(nothing to send)'}"
+        )
+    return "\n".join(lines)
+
+
+_PG_EXAMPLE = "postgresql://<user>:<password>@<host>:5432/<database>"
+_HTTP_EXAMPLE = (
+    '{"conn_type": "http", "host": "<api host>", "schema": "https", '
+    '"extra": {"Authorization": "Bearer <token>"}}'
+)
+
+
+def _connection_problems(conn_id: str, conn_type: str, example: str) -> list[str]:
+    # Imported here: resolving connections needs the task runtime, not the DAG parser.
+    from airflow.sdk import BaseHook
+
+    fix = (
+        f"create it in Admin > Connections, or set AIRFLOW_CONN_{conn_id.upper()}='{example}'"
+    )
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return [f"connection '{conn_id}' ({conn_type}) is not defined: {fix}"]
+    problems = []
+    if (conn.conn_type or "").lower() not in {conn_type, "postgresql" if conn_type == "postgres" else conn_type}:
+        problems.append(
+            f"connection '{conn_id}' has type {conn.conn_type!r}, expected {conn_type!r}: {fix}"
+        )
+    if not conn.host:
+        problems.append(f"connection '{conn_id}' has no host: {fix}")
+    return problems
+
+
+def _sent_count(response: Any) -> int:
+    body = response.request.body
+    if body is None:
+        return 0
+    try:
+        return len(json.loads(body)["requests"])
+    except (TypeError, ValueError, KeyError):
+        return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

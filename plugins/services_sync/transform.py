@@ -1,0 +1,192 @@
+"""Source rows -> request records of the API contract. Pure: no Airflow, no I/O.
+
+The contract (``POST /services-data/requests``)::
+
+    {"service_id": "string", "request_id": "string", "opening_date": "2025-05-14T12:34:56Z",
+     "status_id": 1, "last_modified_date": "2025-05-14T12:34:56Z"}
+
+This module is the single source of truth for it: a row either becomes exactly that shape or is
+rejected with a reason that names the field, so it can be quarantined without blocking the
+rows next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone, tzinfo
+from decimal import Decimal
+from typing import Any
+
+#: Column order of the extract SQL and of every record we send.
+FIELDS: tuple[str, ...] = (
+    "service_id",
+    "request_id",
+    "opening_date",
+    "status_id",
+    "last_modified_date",
+)
+
+_INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
+#: Status ids travel as JSON integers; keep them inside a signed 64-bit range so every consumer
+#: (Java long, Postgres bigint) can hold them.
+_INT64 = 2**63
+
+
+class InvalidRow(ValueError):
+    """A source row that cannot be expressed in the API contract."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that was not sent, with the reason and a JSON-safe copy of what it held."""
+
+    fingerprint: str
+    reason: str
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    """Records to send, in source order, and the rows that were quarantined."""
+
+    records: list[dict[str, Any]]
+    rejected: list[Rejected]
+
+
+def format_timestamp(value: object, field: str, naive_timezone: tzinfo = timezone.utc) -> str:
+    """Render a timestamp as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (sub-seconds are truncated).
+
+    Naive datetimes (``timestamp without time zone`` columns) are read in ``naive_timezone``.
+    ISO 8601 strings are accepted for legacy text columns.
+    """
+    if value is None:
+        raise InvalidRow(f"{field} is NULL")
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRow(f"{field} is not an ISO 8601 timestamp: {value[:40]!r}") from None
+    if not isinstance(value, datetime):
+        if isinstance(value, date):
+            raise InvalidRow(f"{field} is a date without a time: {value.isoformat()}")
+        raise InvalidRow(f"{field} has type {type(value).__name__}, expected a timestamp")
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=naive_timezone)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_identifier(value: object, field: str) -> str:
+    """Render an id as a non-empty string; integers and UUIDs are stringified."""
+    if value is None:
+        raise InvalidRow(f"{field} is NULL")
+    if isinstance(value, bool):
+        raise InvalidRow(f"{field} is a boolean, expected a string")
+    if isinstance(value, int | uuid.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise InvalidRow(f"{field} has type {type(value).__name__}, expected a string")
+    if not value.strip():
+        raise InvalidRow(f"{field} is empty")
+    return value
+
+
+def format_status(value: object, field: str = "status_id") -> int:
+    """Render the status as a JSON integer; integral decimals and digit strings are accepted."""
+    if value is None:
+        raise InvalidRow(f"{field} is NULL")
+    if isinstance(value, bool):
+        raise InvalidRow(f"{field} is a boolean, expected an integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, Decimal | float):
+        if not (isinstance(value, Decimal) and value.is_finite()) and not (
+            isinstance(value, float) and value == value and abs(value) != float("inf")
+        ):
+            raise InvalidRow(f"{field} is not a finite number: {value}")
+        if value != int(value):
+            raise InvalidRow(f"{field} is not an integer: {value}")
+        number = int(value)
+    elif isinstance(value, str):
+        if not _INTEGER_TEXT.match(value.strip()):
+            raise InvalidRow(f"{field} is not an integer: {value[:40]!r}")
+        number = int(value.strip())
+    else:
+        raise InvalidRow(f"{field} has type {type(value).__name__}, expected an integer")
+    if not -_INT64 <= number < _INT64:
+        raise InvalidRow(f"{field} is out of the 64-bit integer range: {number}")
+    return number
+
+
+def to_record(row: Sequence[Any] | Mapping[str, Any], naive_timezone: tzinfo = timezone.utc) -> dict:
+    """Convert one source row (in :data:`FIELDS` order, or a mapping) to a contract record.
+
+    Raises:
+        InvalidRow: with every problem of the row, field by field, joined by ``"; "``.
+    """
+    values = _as_mapping(row)
+    formatters = {
+        "service_id": lambda v: format_identifier(v, "service_id"),
+        "request_id": lambda v: format_identifier(v, "request_id"),
+        "opening_date": lambda v: format_timestamp(v, "opening_date", naive_timezone),
+        "status_id": format_status,
+        "last_modified_date": lambda v: format_timestamp(v, "last_modified_date", naive_timezone),
+    }
+    record: dict[str, Any] = {}
+    problems: list[str] = []
+    for field in FIELDS:
+        try:
+            record[field] = formatters[field](values.get(field))
+        except InvalidRow as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InvalidRow("; ".join(problems))
+    return record
+
+
+def transform_rows(
+    rows: Iterable[Sequence[Any] | Mapping[str, Any]], naive_timezone: tzinfo = timezone.utc
+) -> TransformResult:
+    """Split rows into contract records and rejected rows; one bad row never stops the rest."""
+    records: list[dict[str, Any]] = []
+    rejected: list[Rejected] = []
+    for row in rows:
+        try:
+            records.append(to_record(row, naive_timezone))
+        except InvalidRow as exc:
+            safe = json_safe_row(row)
+            rejected.append(Rejected(fingerprint=row_fingerprint(safe), reason=str(exc), row=safe))
+    return TransformResult(records=records, rejected=rejected)
+
+
+def json_safe_row(row: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-serialisable copy of a raw row, for the quarantine table and logs."""
+    return {field: _json_safe(value) for field, value in _as_mapping(row).items()}
+
+
+def row_fingerprint(safe_row: Mapping[str, Any]) -> str:
+    """Stable identity of a raw row version: the same bad row quarantined twice is one entry."""
+    canonical = json.dumps(safe_row, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _as_mapping(row: Sequence[Any] | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(row, Mapping):
+        return row
+    if len(row) != len(FIELDS):
+        raise InvalidRow(f"row has {len(row)} columns, expected {len(FIELDS)}: {', '.join(FIELDS)}")
+    return dict(zip(FIELDS, row, strict=True))
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else repr(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)

@@ -1,0 +1,109 @@
+"""Shared fixtures: a private PostgreSQL cluster, the reference receiver, an Airflow home.
+
+Everything runs for real on loopback: a throwaway PostgreSQL cluster started from the bundled
+server binaries (``wal_level=logical``), the FastAPI receiver in a thread, and a migrated SQLite
+metadata database for ``dag.test()``. Nothing depends on services someone left on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration when first imported: set the environment before that.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="services-sync-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_AIRFLOW_HOME / "logs"),
+        # Short retry delays through configuration, not code: the fault tests wait seconds.
+        "SERVICES_SYNC_RETRY_DELAY_S": "0.5",
+        "SERVICES_SYNC_MAX_RETRY_DELAY_S": "1",
+        "SERVICES_SYNC_POST_RETRIES": "3",
+        "SERVICES_SYNC_TASK_RETRIES": "1",
+        "SERVICES_SYNC_TASK_RETRY_DELAY_S": "0.5",
+        "SERVICES_SYNC_MAX_RETRY_AFTER_S": "2",
+        "SERVICES_SYNC_HTTP_TIMEOUT_S": "5",
+        "SERVICES_SYNC_CONNECT_ATTEMPTS": "2",
+        "XDG_RUNTIME_DIR": str(_AIRFLOW_HOME),
+    }
+)
+for path in (str(ROOT / "plugins"), str(ROOT)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator:
+    """One private PostgreSQL cluster for the whole session."""
+    from devkit.pgcluster import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def source_db(pg_cluster, monkeypatch) -> Iterator[str]:
+    """A fresh database with an empty ``service_requests`` table; the connection points at it."""
+    import psycopg
+
+    from devkit.seed import create_source_table
+
+    dsn = pg_cluster.create_database(f"src_{uuid.uuid4().hex[:10]}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        create_source_table(conn)
+    monkeypatch.setenv("AIRFLOW_CONN_SERVICES_SOURCE_DB", dsn)
+    yield dsn
+
+
+@pytest.fixture(scope="session")
+def receiver_server() -> Iterator:
+    """The reference receiver on a free loopback port, for the whole session."""
+    from devkit.receiver import ReceiverServer
+
+    server = ReceiverServer(host="127.0.0.1")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver(receiver_server, monkeypatch):
+    """The receiver, emptied, with ``services_api`` pointing at it."""
+    import requests
+
+    requests.delete(f"{receiver_server.url}/inspect", timeout=5).raise_for_status()
+    port = receiver_server.url.rsplit(":", 1)[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_API",
+        json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": int(port), "schema": "http"}),
+    )
+    return receiver_server
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata database (what ``dag.test()`` needs)."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return _AIRFLOW_HOME

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services_sync.config import ConfigError, load_settings
+
+
+def test_defaults():
+    settings = load_settings({})
+    assert settings.source_conn_id == "services_source_db"
+    assert settings.api_conn_id == "services_api"
+    assert settings.state_conn_id == "services_source_db"
+    assert settings.state_schema == "services_sync"
+    assert settings.endpoint == "/services-data/requests"
+    assert settings.http_timeout == 30.0
+    assert settings.default_batch_size == 1000
+    assert settings.start_date == datetime(2026, 11, 29, tzinfo=timezone.utc)
+    assert (settings.sql_dir / "services_sync" / "plan_batches.sql").exists()
+
+
+def test_default_retry_budget_rides_out_a_six_hour_outage():
+    settings = load_settings({})
+    assert settings.retry_budget >= timedelta(hours=6)
+    assert settings.post_retry_backoff > 1
+    assert settings.post_max_retry_delay <= timedelta(hours=1)
+
+
+def test_retry_budget_follows_the_settings():
+    short = load_settings(
+        {"SERVICES_SYNC_POST_RETRIES": "3", "SERVICES_SYNC_RETRY_DELAY_S": "10",
+         "SERVICES_SYNC_RETRY_BACKOFF": "2", "SERVICES_SYNC_MAX_RETRY_DELAY_S": "25"}
+    )
+    # floors of 10, 20, min(40, 25) seconds at 0.8 of the backoff
+    assert short.retry_budget == timedelta(seconds=(10 + 20 + 25) * 0.8)
+
+
+def test_state_connection_can_be_separate():
+    settings = load_settings({"SERVICES_SYNC_STATE_CONN_ID": "sync_state"})
+    assert settings.state_conn_id == "sync_state"
+
+
+def test_start_date_is_read_as_utc():
+    settings = load_settings({"SERVICES_SYNC_START_DATE": "2025-05-14T12:00:00+02:00"})
+    assert settings.start_date == datetime(2025, 5, 14, 10, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SERVICES_SYNC_START_DATE": "yesterday"}, "SERVICES_SYNC_START_DATE"),
+        ({"SERVICES_SYNC_START_DATE": "2025-05-14T10:30:00Z"}, "on the hour"),
+        ({"SERVICES_SYNC_POST_RETRIES": "many"}, "SERVICES_SYNC_POST_RETRIES"),
+        ({"SERVICES_SYNC_BATCH_SIZE": "0"}, "SERVICES_SYNC_BATCH_SIZE"),
+        ({"SERVICES_SYNC_HTTP_TIMEOUT_S": "-1"}, "SERVICES_SYNC_HTTP_TIMEOUT_S"),
+        ({"SERVICES_SYNC_STATE_SCHEMA": "x; drop table"}, "plain SQL identifier"),
+        ({"SERVICES_SYNC_NAIVE_TIMEZONE": "Mars/Base"}, "IANA"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
