@@ -902,6 +902,9 @@ class ReceiverServer:
         with ReceiverServer() as server:
             requests.post(f"{server.url}/services-data/requests", json=batch, headers=...)
 
+    Each :meth:`start` builds a fresh app, so in-memory state does not survive :meth:`stop`
+    (use ``store_path`` for that); a restarted server rebinds the port it had.
+
     Args:
         host: Interface to bind.
         port: Port to bind; 0 picks a free one (read it back from :attr:`port` / :attr:`url`).

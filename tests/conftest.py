@@ -30,6 +30,8 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_AIRFLOW_HOME / "logs"),
+        # Test data lives in 2025; a run before the start date would create no task at all.
+        "SERVICES_SYNC_START_DATE": "2025-01-01T00:00:00+00:00",
         # Short retry delays through configuration, not code: the fault tests wait seconds.
         "SERVICES_SYNC_RETRY_DELAY_S": "0.5",
         "SERVICES_SYNC_MAX_RETRY_DELAY_S": "1",

@@ -17,6 +17,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pendulum
+
 #: Where ``include/sql`` lives: next to ``plugins/`` in this repository and in the compose stack.
 #: Override with ``SERVICES_SYNC_SQL_DIR`` when the package is deployed elsewhere.
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
@@ -72,7 +74,8 @@ def _start_date(env: Mapping[str, str]) -> datetime:
     value = value.astimezone(timezone.utc)
     if (value.minute, value.second, value.microsecond) != (0, 0, 0):
         raise ConfigError(f"{name}={raw!r} must be on the hour (hourly intervals start at HH:00)")
-    return value
+    # A pendulum DateTime, as Airflow's timetables expect for their arithmetic.
+    return pendulum.instance(value)
 
 
 def _zone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:

@@ -70,7 +70,7 @@ class DeliveryRetryPolicy(RetryPolicy):
 def connect_retry_args(attempts: int) -> dict[str, Any] | None:
     """Tenacity settings for ``HttpOperator.retry_args``: quick in-try retries of a failed connection.
 
-    A blip (connection refused or reset, a timeout) is retried a few times within seconds before
+    A blip (connection refused or reset, a response cut short, a timeout) is retried a few times within seconds before
     the try fails and the slower task-level backoff takes over; the same body and key are resent,
     so a request that did reach the receiver is de-duplicated there.
     """
@@ -83,7 +83,11 @@ def connect_retry_args(attempts: int) -> dict[str, Any] | None:
         "stop": tenacity.stop_after_attempt(attempts),
         "wait": tenacity.wait_random_exponential(multiplier=0.5, max=10),
         "retry": tenacity.retry_if_exception_type(
-            (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+            (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,  # connection cut mid-response
+            )
         ),
         "reraise": True,
     }

@@ -390,14 +390,15 @@ def test_invalid_fault_specs_are_400(url: str, fault: dict[str, Any]) -> None:
 
 
 def test_delay_fault_client_timeout_then_retry_is_a_duplicate(url: str) -> None:
-    add_faults(url, {"delay_s": 0.8})
+    add_faults(url, {"delay_s": 1.2})
     started = time.monotonic()
     with pytest.raises(requests.exceptions.Timeout):
         post(url, batch(), key="k-slow", timeout=(TIMEOUT, 0.2))
     # The server keeps serving other requests while the delayed one sleeps.
     assert get(url, "/healthz") == {"ok": True}
-    assert stats(url)["batches"] == 0
-    assert time.monotonic() - started < 0.7
+    batches_during_delay = stats(url)["batches"]
+    assert time.monotonic() - started < 1.0
+    assert batches_during_delay == 0
     # ...and stores the batch once the delay is over, although the client has gone.
     wait_for(lambda: stats(url)["batches"] == 1)
     retry = post(url, batch(), key="k-slow")

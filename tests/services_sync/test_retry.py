@@ -55,5 +55,6 @@ def test_connect_retry_args_retry_connection_errors_only():
     assert args["reraise"] is True
     assert args["retry"].predicate(requests.ConnectionError())
     assert args["retry"].predicate(requests.Timeout())
+    assert args["retry"].predicate(requests.exceptions.ChunkedEncodingError())
     assert not args["retry"].predicate(RetryableDeliveryError("503", 503))
     assert connect_retry_args(1) is None

@@ -1,0 +1,191 @@
+"""Structure of every DAG file: imports, schedule, retries, docs. No database, no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pendulum
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import CronDataIntervalTimetable
+from airflow.serialization.encoders import coerce_to_core_timetable
+
+from services_sync.config import load_settings
+from services_sync.retry import DeliveryRetryPolicy
+from services_sync.sql import load_sql, placeholders
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+APPROVED_TAGS = {"services", "sync", "hourly", "cdc"}
+UTC = timezone.utc
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def sync_dag(dagbag):
+    return dagbag.dags["services_requests_sync"]
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_file_name_is_the_dag_id(dagbag, path):
+    assert path.stem in dagbag.dags
+
+
+def test_every_dag_is_documented_owned_and_tagged(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and len(dag.doc_md) > 200, dag_id
+        assert set(dag.tags) <= APPROVED_TAGS and dag.tags, dag_id
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", (dag_id, task.task_id)
+
+
+def test_schedule_is_an_explicit_hourly_data_interval(sync_dag):
+    # A bare "@hourly" becomes a CronTriggerTimetable with a zero-width interval in Airflow 3:
+    # every [start, end) query would read nothing.
+    assert isinstance(sync_dag.timetable, CronDataIntervalTimetable)
+    timetable = coerce_to_core_timetable(sync_dag.timetable)  # what the scheduler runs
+    interval = timetable.infer_manual_data_interval(
+        run_after=pendulum.datetime(2025, 5, 14, 11, 0, tz="UTC")
+    )
+    assert (interval.start, interval.end) == (
+        datetime(2025, 5, 14, 10, tzinfo=UTC),
+        datetime(2025, 5, 14, 11, tzinfo=UTC),
+    )
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=_restriction(sync_dag)
+    )
+    assert first.data_interval.end - first.data_interval.start == timedelta(hours=1)
+    assert first.data_interval.start == load_settings().start_date
+
+
+def _restriction(dag):
+    from airflow.timetables.base import TimeRestriction
+
+    return TimeRestriction(earliest=dag.start_date, latest=None, catchup=True)
+
+
+def test_catches_up_in_order(sync_dag):
+    assert sync_dag.catchup is True
+    assert sync_dag.max_active_runs == 1
+    assert sync_dag.start_date == load_settings().start_date
+
+
+def test_pipeline_shape(sync_dag):
+    assert {t.task_id for t in sync_dag.tasks} == {
+        "check_run_setup",
+        "plan_batches",
+        "build_batch",
+        "post_batch",
+        "record_delivery",
+    }
+    assert sync_dag.get_task("plan_batches").upstream_task_ids == {"check_run_setup"}
+    assert sync_dag.get_task("post_batch").upstream_task_ids == {"build_batch"}
+    assert sync_dag.get_task("record_delivery").upstream_task_ids == {"plan_batches", "post_batch"}
+    assert sync_dag.get_task("record_delivery").trigger_rule == "none_failed"
+
+
+def test_post_batch_retries_with_backoff_timeout_and_policy(sync_dag):
+    settings = load_settings()
+    post = sync_dag.get_task("post_batch")
+    kwargs = post.partial_kwargs
+    assert kwargs["retries"] == settings.post_retries >= 1
+    assert kwargs["retry_exponential_backoff"] == settings.post_retry_backoff > 1
+    assert kwargs["max_retry_delay"] == settings.post_max_retry_delay
+    assert kwargs["extra_options"] == {"timeout": settings.http_timeout, "check_response": False}
+    assert isinstance(kwargs["retry_policy"], DeliveryRetryPolicy)
+    assert kwargs["http_conn_id"] == "services_api"
+    assert kwargs["endpoint"] == "/services-data/requests"
+    assert kwargs.get("deferrable", False) is False  # deferrable mode drops retry_args
+
+
+def test_post_batch_timeout_defaults_to_30_seconds():
+    assert load_settings({}).http_timeout == 30.0
+
+
+def test_batch_size_is_a_validated_param(sync_dag):
+    param = sync_dag.params.get_param("batch_size")
+    assert param.value == 1000
+    assert param.schema["type"] == "integer"
+    assert param.schema["minimum"] == 1
+    assert param.description
+
+
+def test_sql_operators_use_the_source_connection_and_bind_parameters(sync_dag):
+    plan = sync_dag.get_task("plan_batches")
+    assert plan.conn_id == "services_source_db"
+    assert plan.sql == load_sql("plan_batches.sql")  # resolved from include/sql at parse time
+    assert placeholders(plan.sql) == set(plan.parameters) == {"window_start", "window_end", "batch_size"}
+    assert "{{" not in plan.sql  # values are bind parameters, never rendered into the SQL
+
+
+_NO_SOCKETS = textwrap.dedent(
+    """
+    import sys, time
+    opened = []
+    def audit(event, args):
+        if event in ("socket.connect", "socket.getaddrinfo") and not str(args).startswith("(<socket"):
+            opened.append((event, repr(args)[:80]))
+        elif event == "socket.connect":
+            opened.append((event, repr(args[1])[:80]))
+    sys.addaudithook(audit)
+    sys.path[:0] = ["plugins"]
+    started = time.perf_counter()
+    import runpy
+    runpy.run_path(sys.argv[1])
+    print(f"parse_s={time.perf_counter() - started:.3f}")
+    if opened:
+        raise SystemExit(f"DAG import opened connections: {opened}")
+    """
+)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_importing_the_dag_file_opens_no_connection(path, tmp_path):
+    env = {
+        **os.environ,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/does-not-exist/x.db",
+        "AIRFLOW_CONN_SERVICES_SOURCE_DB": "postgresql://nobody@192.0.2.1:5432/nothing",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_SOCKETS, str(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parse_s=" in result.stdout
+
+
+def test_airflow_dags_report_parses_every_file(airflow_db, capsys):
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "report", "-o", "json"],
+        cwd=ROOT,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Warnings share stdout with the report: the report is the line holding the JSON list.
+    report = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("[{")))
+    files = {Path(r["file"]).name: r for r in report}
+    assert {p.name for p in DAG_FILES} <= set(files)
+    with capsys.disabled():
+        for name, row in sorted(files.items()):
+            print(f"\n  airflow dags report: {name} parsed in {row['duration']} ({row['dags']})")
