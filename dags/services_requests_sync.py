@@ -1,5 +1,4 @@
-"""
-### Service requests → downstream API, every hour (query mode)
+"""### Service requests → downstream API, every hour (query mode)
 
 Sends the rows of PostgreSQL `service_requests` whose `last_modified_date` falls in the run's
 data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON batches.
@@ -68,6 +67,8 @@ SETTINGS = load_settings()
     doc_md=__doc__,
 )
 def services_requests_sync():
+    """check_run_setup → plan_batches → build_batch[n] → post_batch[n] → record_delivery."""
+
     @task
     def check_run_setup(params=None, data_interval_start=None, data_interval_end=None) -> str:
         """Fail fast, naming the fix, on a missing interval, connection or grant."""

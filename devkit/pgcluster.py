@@ -171,8 +171,11 @@ class PostgresCluster:
     def _prepare_user(self) -> None:
         if os.geteuid() != 0 or self._user:
             return
-        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
-        from pgserver.utils import ensure_user_exists
+        from pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         ensure_user_exists(_RUN_AS)
         self._user = _RUN_AS

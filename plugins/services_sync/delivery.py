@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 #: Statuses worth sending the same batch again for.
@@ -83,7 +83,9 @@ def check_ack(
     retry_after = parse_retry_after(_header(headers, "Retry-After"), now)
     if status in RETRYABLE_STATUSES:
         hint = f", Retry-After {retry_after:.0f}s" if retry_after is not None else ""
-        raise RetryableDeliveryError(f"HTTP {status} (transient{hint}): {reason}", status, retry_after)
+        raise RetryableDeliveryError(
+            f"HTTP {status} (transient{hint}): {reason}", status, retry_after
+        )
     if status == 413:
         raise RejectedDeliveryError(
             f"HTTP 413 payload too large: lower the batch_size param ({reason})", status
@@ -103,8 +105,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 #: Prefix of every key this pipeline sends; bump the version if the body format ever changes.
@@ -51,8 +51,12 @@ def hourly_interval(start: datetime | None, end: datetime | None) -> Interval:
             "CronDataIntervalTimetable, not a bare cron string"
         )
     interval = Interval(start, end)
-    aligned = start.astimezone(timezone.utc)
-    if end - start != timedelta(hours=1) or (aligned.minute, aligned.second, aligned.microsecond) != (
+    aligned = start.astimezone(UTC)
+    if end - start != timedelta(hours=1) or (
+        aligned.minute,
+        aligned.second,
+        aligned.microsecond,
+    ) != (
         0,
         0,
         0,
@@ -127,4 +131,4 @@ def request_headers(key: str) -> dict[str, str]:
 
 
 def _utc_label(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")

@@ -1,4 +1,4 @@
-"""Retry policy of the POST task: honor ``Retry-After``, de-synchronize retries, fail fast on 4xx."""
+"""Retry policy of the POST task: honor ``Retry-After``, spread retries, fail fast on 4xx."""
 
 from __future__ import annotations
 
@@ -68,11 +68,11 @@ class DeliveryRetryPolicy(RetryPolicy):
 
 
 def connect_retry_args(attempts: int) -> dict[str, Any] | None:
-    """Tenacity settings for ``HttpOperator.retry_args``: quick in-try retries of a failed connection.
+    """Tenacity settings for ``HttpOperator.retry_args``: quick in-try retries of a lost connection.
 
-    A blip (connection refused or reset, a response cut short, a timeout) is retried a few times within seconds before
-    the try fails and the slower task-level backoff takes over; the same body and key are resent,
-    so a request that did reach the receiver is de-duplicated there.
+    A blip (connection refused or reset, a response cut short, a timeout) is retried a few times
+    within seconds before the try fails and the slower task-level backoff takes over; the same
+    body and key are resent, so a request that did reach the receiver is de-duplicated there.
     """
     if attempts <= 1:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -49,9 +49,7 @@ _TRIGGER_HELP = (
 )
 
 
-def require_hourly_interval(
-    dag_id: str, start: datetime | None, end: datetime | None
-) -> Interval:
+def require_hourly_interval(dag_id: str, start: datetime | None, end: datetime | None) -> Interval:
     """The run's ``[start, end)``; fail the task (no retries) with how to trigger it correctly."""
     try:
         return hourly_interval(start, end)
@@ -228,7 +226,7 @@ def ack_summary(response: Any, ti: Any = None) -> dict[str, Any]:
         "accepted": ack.accepted,
         "duplicate": ack.duplicate,
         "attempts": getattr(ti, "try_number", None),
-        "acked_at": datetime.now(timezone.utc).isoformat(),
+        "acked_at": datetime.now(UTC).isoformat(),
     }
 
 
@@ -295,7 +293,8 @@ def format_summary(summary: Mapping[str, Any], batches: Sequence[Mapping[str, An
         f"{summary['batches']} batches ({summary['batches_posted']} posted), "
         f"{summary['rows_sent']} sent, {summary['rows_quarantined']} quarantined, "
         f"{summary['duplicates']} already at the receiver",
-        f"{'batch':>9} {'rows':>7} {'sent':>7} {'quar.':>6} {'KiB':>8} {'HTTP':>5} {'tries':>5}  key",
+        f"{'batch':>9} {'rows':>7} {'sent':>7} {'quar.':>6} {'KiB':>8} {'HTTP':>5} "
+        f"{'tries':>5}  key",
     ]
     count = summary["batches"]
     for b in batches:
@@ -319,15 +318,16 @@ def _connection_problems(conn_id: str, conn_type: str, example: str) -> list[str
     # Imported here: resolving connections needs the task runtime, not the DAG parser.
     from airflow.sdk import BaseHook
 
-    fix = (
-        f"create it in Admin > Connections, or set AIRFLOW_CONN_{conn_id.upper()}='{example}'"
-    )
+    fix = f"create it in Admin > Connections, or set AIRFLOW_CONN_{conn_id.upper()}='{example}'"
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         return [f"connection '{conn_id}' ({conn_type}) is not defined: {fix}"]
     problems = []
-    if (conn.conn_type or "").lower() not in {conn_type, "postgresql" if conn_type == "postgres" else conn_type}:
+    if (conn.conn_type or "").lower() not in {
+        conn_type,
+        "postgresql" if conn_type == "postgres" else conn_type,
+    }:
         problems.append(
             f"connection '{conn_id}' has type {conn.conn_type!r}, expected {conn_type!r}: {fix}"
         )

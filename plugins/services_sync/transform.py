@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -58,7 +58,7 @@ class TransformResult:
     rejected: list[Rejected]
 
 
-def format_timestamp(value: object, field: str, naive_timezone: tzinfo = timezone.utc) -> str:
+def format_timestamp(value: object, field: str, naive_timezone: tzinfo = UTC) -> str:
     """Render a timestamp as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (sub-seconds are truncated).
 
     Naive datetimes (``timestamp without time zone`` columns) are read in ``naive_timezone``.
@@ -77,7 +77,7 @@ def format_timestamp(value: object, field: str, naive_timezone: tzinfo = timezon
         raise InvalidRow(f"{field} has type {type(value).__name__}, expected a timestamp")
     if value.tzinfo is None or value.utcoffset() is None:
         value = value.replace(tzinfo=naive_timezone)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_identifier(value: object, field: str) -> str:
@@ -122,7 +122,7 @@ def format_status(value: object, field: str = "status_id") -> int:
     return number
 
 
-def to_record(row: Sequence[Any] | Mapping[str, Any], naive_timezone: tzinfo = timezone.utc) -> dict:
+def to_record(row: Sequence[Any] | Mapping[str, Any], naive_timezone: tzinfo = UTC) -> dict:
     """Convert one source row (in :data:`FIELDS` order, or a mapping) to a contract record.
 
     Raises:
@@ -149,7 +149,7 @@ def to_record(row: Sequence[Any] | Mapping[str, Any], naive_timezone: tzinfo = t
 
 
 def transform_rows(
-    rows: Iterable[Sequence[Any] | Mapping[str, Any]], naive_timezone: tzinfo = timezone.utc
+    rows: Iterable[Sequence[Any] | Mapping[str, Any]], naive_timezone: tzinfo = UTC
 ) -> TransformResult:
     """Split rows into contract records and rejected rows; one bad row never stops the rest."""
     records: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pendulum
@@ -23,7 +23,7 @@ from services_sync.sql import load_sql, placeholders
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 APPROVED_TAGS = {"services", "sync", "hourly", "cdc"}
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,11 @@ def test_sql_operators_use_the_source_connection_and_bind_parameters(sync_dag):
     plan = sync_dag.get_task("plan_batches")
     assert plan.conn_id == "services_source_db"
     assert plan.sql == load_sql("plan_batches.sql")  # resolved from include/sql at parse time
-    assert placeholders(plan.sql) == set(plan.parameters) == {"window_start", "window_end", "batch_size"}
+    assert (
+        placeholders(plan.sql)
+        == set(plan.parameters)
+        == {"window_start", "window_end", "batch_size"}
+    )
     assert "{{" not in plan.sql  # values are bind parameters, never rendered into the SQL
 
 

@@ -34,7 +34,13 @@ def run_interval(dag, start, **conf):
 
 def rows_for(hour, n, prefix):
     return [
-        ("water", f"{prefix}-{i:04d}", hour - timedelta(days=1), str(1 + i % 5), hour + timedelta(seconds=i))
+        (
+            "water",
+            f"{prefix}-{i:04d}",
+            hour - timedelta(days=1),
+            str(1 + i % 5),
+            hour + timedelta(seconds=i),
+        )
         for i in range(n)
     ]
 
@@ -69,9 +75,9 @@ def test_two_consecutive_intervals_deliver_exactly_their_records(
     assert sorted((r["request_id"], r["last_modified_date"]) for r in received) == sorted(
         (r["request_id"], r["last_modified_date"]) for r in expected
     )
-    assert {r["request_id"]: {k: v for k, v in r.items() if k != "idempotency_key"} for r in received} == {
-        r["request_id"]: r for r in expected
-    }
+    assert {
+        r["request_id"]: {k: v for k, v in r.items() if k != "idempotency_key"} for r in received
+    } == {r["request_id"]: r for r in expected}
     assert inspect(receiver, "stats")["duplicates"] == 0
 
     quarantined = state_rows(
@@ -99,7 +105,9 @@ def test_two_consecutive_intervals_deliver_exactly_their_records(
     )
 
 
-def test_rerunning_an_interval_resends_identical_bodies_and_keys(dag, airflow_db, source_db, receiver):
+def test_rerunning_an_interval_resends_identical_bodies_and_keys(
+    dag, airflow_db, source_db, receiver
+):
     with psycopg.connect(source_db, autocommit=True) as conn:
         insert_rows(conn, rows_for(H, 25, "R"))
     assert run_interval(dag, H, batch_size=10).state == "success"
@@ -115,7 +123,9 @@ def test_rerunning_an_interval_resends_identical_bodies_and_keys(dag, airflow_db
     assert (stats["records"], stats["duplicates"]) == (25, 3)
 
 
-def test_an_interval_without_changes_sends_nothing_and_succeeds(dag, airflow_db, source_db, receiver):
+def test_an_interval_without_changes_sends_nothing_and_succeeds(
+    dag, airflow_db, source_db, receiver
+):
     with psycopg.connect(source_db, autocommit=True) as conn:
         insert_rows(conn, rows_for(H + timedelta(hours=5), 3, "ELSEWHERE"))
     run = run_interval(dag, H)
@@ -125,7 +135,9 @@ def test_an_interval_without_changes_sends_nothing_and_succeeds(dag, airflow_db,
     assert runs == [(0, 0)]
 
 
-def test_a_rejected_batch_fails_the_run_with_the_receivers_reason(dag, airflow_db, source_db, receiver):
+def test_a_rejected_batch_fails_the_run_with_the_receivers_reason(
+    dag, airflow_db, source_db, receiver
+):
     with psycopg.connect(source_db, autocommit=True) as conn:
         insert_rows(conn, rows_for(H, 3, "R"))
     requests.post(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -12,7 +12,7 @@ from services_sync.payload import BatchBounds, Interval
 from services_sync.source import fetch_batch
 from services_sync.sql import load_sql
 
-UTC = timezone.utc
+UTC = UTC
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 INTERVAL = Interval(H, H + timedelta(hours=1))
 
@@ -108,11 +108,15 @@ def test_batches_tile_the_interval_when_rows_change_after_planning(conn):
     # After planning: a late commit lands in the middle, another before the first planned key,
     # and one row moves out of the interval.
     insert_rows(conn, [req("late-middle", H + timedelta(minutes=15, seconds=30))])
-    conn.execute("UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R000'",
-                 (H + timedelta(seconds=1),))
+    conn.execute(
+        "UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R000'",
+        (H + timedelta(seconds=1),),
+    )
     insert_rows(conn, [req("late-first", H)])
-    conn.execute("UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R020'",
-                 (H + timedelta(hours=2),))
+    conn.execute(
+        "UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R020'",
+        (H + timedelta(hours=2),),
+    )
     got = [r[1] for b in batches for r in fetch_batch(conn, INTERVAL, b)]
     expected = {f"R{i:03d}" for i in range(30)} - {"R020"} | {"late-middle", "late-first"}
     assert sorted(got) == sorted(expected)
@@ -120,7 +124,9 @@ def test_batches_tile_the_interval_when_rows_change_after_planning(conn):
 
 
 def test_the_interval_query_is_an_index_range_scan(conn):
-    rows = [req(f"R{i:06d}", H - timedelta(hours=40) + timedelta(seconds=i * 3)) for i in range(60_000)]
+    rows = [
+        req(f"R{i:06d}", H - timedelta(hours=40) + timedelta(seconds=i * 3)) for i in range(60_000)
+    ]
     insert_rows(conn, rows)
     conn.execute("ANALYZE service_requests")
     params = {"window_start": INTERVAL.start, "window_end": INTERVAL.end, "batch_size": 1000}

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,7 +16,7 @@ def test_defaults():
     assert settings.endpoint == "/services-data/requests"
     assert settings.http_timeout == 30.0
     assert settings.default_batch_size == 1000
-    assert settings.start_date == datetime(2026, 11, 29, tzinfo=timezone.utc)
+    assert settings.start_date == datetime(2026, 11, 29, tzinfo=UTC)
     assert (settings.sql_dir / "services_sync" / "plan_batches.sql").exists()
 
 
@@ -29,8 +29,12 @@ def test_default_retry_budget_rides_out_a_six_hour_outage():
 
 def test_retry_budget_follows_the_settings():
     short = load_settings(
-        {"SERVICES_SYNC_POST_RETRIES": "3", "SERVICES_SYNC_RETRY_DELAY_S": "10",
-         "SERVICES_SYNC_RETRY_BACKOFF": "2", "SERVICES_SYNC_MAX_RETRY_DELAY_S": "25"}
+        {
+            "SERVICES_SYNC_POST_RETRIES": "3",
+            "SERVICES_SYNC_RETRY_DELAY_S": "10",
+            "SERVICES_SYNC_RETRY_BACKOFF": "2",
+            "SERVICES_SYNC_MAX_RETRY_DELAY_S": "25",
+        }
     )
     # floors of 10, 20, min(40, 25) seconds at 0.8 of the backoff
     assert short.retry_budget == timedelta(seconds=(10 + 20 + 25) * 0.8)
@@ -43,7 +47,7 @@ def test_state_connection_can_be_separate():
 
 def test_start_date_is_read_as_utc():
     settings = load_settings({"SERVICES_SYNC_START_DATE": "2025-05-14T12:00:00+02:00"})
-    assert settings.start_date == datetime(2025, 5, 14, 10, tzinfo=timezone.utc)
+    assert settings.start_date == datetime(2025, 5, 14, 10, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ from services_sync.delivery import (
     parse_retry_after,
 )
 
-NOW = datetime(2025, 5, 14, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 5, 14, 12, 0, 0, tzinfo=UTC)
 
 
 def test_2xx_with_matching_count_is_an_ack():

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -15,13 +15,23 @@ from services_sync.payload import (
     request_headers,
 )
 
-UTC = timezone.utc
+UTC = UTC
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 RECORDS = [
-    {"service_id": "water", "request_id": "R1", "opening_date": "2025-05-14T09:00:00Z",
-     "status_id": 1, "last_modified_date": "2025-05-14T10:00:00Z"},
-    {"service_id": "roads", "request_id": "R-é", "opening_date": "2025-05-14T09:00:00Z",
-     "status_id": 2, "last_modified_date": "2025-05-14T10:30:00Z"},
+    {
+        "service_id": "water",
+        "request_id": "R1",
+        "opening_date": "2025-05-14T09:00:00Z",
+        "status_id": 1,
+        "last_modified_date": "2025-05-14T10:00:00Z",
+    },
+    {
+        "service_id": "roads",
+        "request_id": "R-é",
+        "opening_date": "2025-05-14T09:00:00Z",
+        "status_id": 2,
+        "last_modified_date": "2025-05-14T10:30:00Z",
+    },
 ]
 
 
@@ -49,8 +59,11 @@ def test_key_changes_with_the_data_or_the_interval():
     body = build_body(RECORDS)
     changed = build_body([RECORDS[0], {**RECORDS[1], "status_id": 3}])
     later = Interval(H + timedelta(hours=1), H + timedelta(hours=2))
-    keys = {idempotency_key(interval, body), idempotency_key(interval, changed),
-            idempotency_key(later, body)}
+    keys = {
+        idempotency_key(interval, body),
+        idempotency_key(interval, changed),
+        idempotency_key(later, body),
+    }
     assert len(keys) == 3
 
 
@@ -98,7 +111,18 @@ def test_interval_requires_aware_bounds():
 
 def test_batch_bounds_from_a_plan_row_as_it_crosses_xcom():
     bounds = BatchBounds.from_plan_row(
-        [2, 5, "2025-05-14 10:10:00.5+00", "R9", "water", "2025-05-14 10:20:00+00", "", "", 1000, 4321]
+        [
+            2,
+            5,
+            "2025-05-14 10:10:00.5+00",
+            "R9",
+            "water",
+            "2025-05-14 10:20:00+00",
+            "",
+            "",
+            1000,
+            4321,
+        ]
     )
     assert bounds.index == 2
     assert bounds.label == "batch 3/5"

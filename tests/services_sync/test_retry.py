@@ -23,10 +23,14 @@ def test_rejections_fail_fast_with_the_reason():
     assert "bad id" in decision.reason
 
 
-@pytest.mark.parametrize(("try_number", "ceiling"), [(1, 60), (2, 120), (3, 240), (6, 1800), (12, 1800)])
+@pytest.mark.parametrize(
+    ("try_number", "ceiling"), [(1, 60), (2, 120), (3, 240), (6, 1800), (12, 1800)]
+)
 def test_backoff_is_exponential_capped_and_jittered(try_number, ceiling):
     delays = {
-        POLICY.evaluate(requests.ConnectionError("refused"), try_number, 20).retry_delay.total_seconds()
+        POLICY.evaluate(
+            requests.ConnectionError("refused"), try_number, 20
+        ).retry_delay.total_seconds()
         for _ in range(50)
     }
     assert all(0.8 * ceiling <= d <= ceiling for d in delays)

