@@ -39,11 +39,8 @@ GRANT SELECT ON public.service_requests TO services_sync;
 
 -- ... and a schema of its own for the pipeline's state tables (ledger, quarantine, ...).
 CREATE SCHEMA IF NOT EXISTS services_sync AUTHORIZATION services_sync;
--- The pipeline's create_state_tables.sql starts with CREATE SCHEMA IF NOT EXISTS, and PostgreSQL
--- checks CREATE on the database before it looks whether the schema exists: without this grant
--- that statement fails with "permission denied for database services" even though the schema
--- is there.
-GRANT CREATE ON DATABASE services TO services_sync;
+-- The pipeline creates its tables in this schema and only tries CREATE SCHEMA when it is
+-- missing, so the role needs no CREATE privilege on the database.
 
 -- Dev seed: 20 rows changed over the last few hours (relative to when the volume was created),
 -- so the first hourly runs have something to send. Two rows are malformed on purpose:

@@ -16,8 +16,11 @@ from services_sync.transform import Rejected
 
 
 def ensure_state_tables(conn: psycopg.Connection, schema: str) -> None:
-    """Create the state schema and tables if they do not exist (idempotent)."""
+    """Create the state schema (only if missing) and tables if they do not exist (idempotent)."""
     with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if cur.fetchone() is None:
+            cur.execute(state_sql("create_state_schema.sql", schema))
         cur.execute(state_sql("create_state_tables.sql", schema))
 
 

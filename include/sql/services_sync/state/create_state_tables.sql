@@ -1,8 +1,8 @@
--- The pipeline's own state, in its own schema ({schema} is a validated identifier composed
--- with psycopg.sql, never a value). Idempotent; serialized by an advisory lock because
--- CREATE ... IF NOT EXISTS can still race between two runs starting at once.
+-- The pipeline's own state tables, in its own schema (the schema name is a validated
+-- identifier composed with psycopg.sql, never a value). Idempotent; serialized by an advisory
+-- lock because CREATE ... IF NOT EXISTS can still race between two runs starting at once.
+-- The schema itself is created beforehand, only when missing (create_state_schema.sql).
 SELECT pg_advisory_xact_lock(hashtext('services_sync.create_state_tables'));
-CREATE SCHEMA IF NOT EXISTS {schema};
 
 -- Rows that could not be expressed in the API contract: never sent, kept with the reason.
 CREATE TABLE IF NOT EXISTS {schema}.quarantined_requests (
