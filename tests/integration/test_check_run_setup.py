@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from services_sync.tasks import check_run_setup
 
-H = datetime(2025, 5, 14, 10, tzinfo=timezone.utc)
+H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 PARAMS = {"batch_size": 1000}
 
 
