@@ -6,6 +6,7 @@ data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON ba
 | task | what it does |
 |---|---|
 | `check_run_setup` | fails at once, naming the fix, on a missing interval, connection or grant; creates the state tables |
+| `wait_for_open_transactions` | late-commit gate: waits until the interval end + clock skew has passed on the database clock and no write transaction that started before it is still open; fails, naming the pid, if one stays open too long |
 | `plan_batches` | one SQL query plans keyset batches of at most `batch_size` rows (only the bounds cross XCom) |
 | `build_batch` | one per batch: fetches its rows, converts them to the API contract, quarantines bad rows, builds the JSON body and its `Idempotency-Key` |
 | `post_batch` | one per batch: `HttpOperator` POST, 30 s timeout, retried with backoff + jitter, honors `Retry-After`, fails fast on 4xx; checks the ack |
@@ -28,7 +29,10 @@ A run without a data interval (triggered without a logical date) fails in `check
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
+from airflow.providers.common.sql.sensors.sql import SqlSensor
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
@@ -62,6 +66,13 @@ SETTINGS = load_settings()
             title="Batch size",
             description="Records per POST (and per mapped task). At most 1024 batches per hour.",
         ),
+        "max_batch_bytes": Param(
+            SETTINGS.max_batch_bytes,
+            type="integer",
+            minimum=1024,
+            title="Max body bytes",
+            description="Upper bound of one POST body; batches shrink to fit it.",
+        ),
     },
     tags=["services", "sync", "hourly"],
     doc_md=__doc__,
@@ -74,6 +85,22 @@ def services_requests_sync():
         """Fail fast, naming the fix, on a missing interval, connection or grant."""
         return tasks.check_run_setup(DAG_ID, data_interval_start, data_interval_end, params)
 
+    wait_for_open_transactions = SqlSensor(
+        task_id="wait_for_open_transactions",
+        conn_id=SETTINGS.source_conn_id,
+        sql="services_sync/check_open_transactions.sql",
+        parameters={
+            "window_end": "{{ data_interval_end }}",
+            "clock_skew_s": SETTINGS.clock_skew.total_seconds(),
+        },
+        selector=list,
+        success=tasks.commit_gate_open,
+        failure=tasks.commit_gate_failed,
+        mode="reschedule",
+        poke_interval=SETTINGS.gate_poke_interval,
+        timeout=SETTINGS.max_open_transaction + SETTINGS.clock_skew + timedelta(minutes=10),
+    )
+
     plan_batches = SQLExecuteQueryOperator(
         task_id="plan_batches",
         conn_id=SETTINGS.source_conn_id,
@@ -82,6 +109,7 @@ def services_requests_sync():
             "window_start": "{{ data_interval_start }}",
             "window_end": "{{ data_interval_end }}",
             "batch_size": "{{ params.batch_size }}",
+            "max_batch_bytes": "{{ params.max_batch_bytes }}",
         },
     )
 
@@ -129,7 +157,7 @@ def services_requests_sync():
             data_interval_end=data_interval_end,
         )
 
-    check_run_setup() >> plan_batches
+    check_run_setup() >> wait_for_open_transactions >> plan_batches
     record_delivery(plan_batches.output, post_batch.output)
 
 

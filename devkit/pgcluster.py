@@ -71,6 +71,7 @@ class PostgresCluster:
             "max_replication_slots": "10",
             "max_wal_senders": "10",
             "max_connections": "200",
+            "max_prepared_transactions": "10",
             "timezone": "UTC",
             **(settings or {}),
         }

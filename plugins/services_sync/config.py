@@ -86,6 +86,15 @@ def _zone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:
         raise ConfigError(f"{name}={raw!r} is not an IANA time zone name (e.g. UTC)") from None
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "on" if default else "off").lower()
+    if raw in {"on", "true", "1", "yes"}:
+        return True
+    if raw in {"off", "false", "0", "no"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} must be on or off")
+
+
 def _identifier(env: Mapping[str, str], name: str, default: str) -> str:
     raw = _get(env, name, default)
     if not raw.replace("_", "").isalnum() or raw[0].isdigit():
@@ -106,6 +115,11 @@ class Settings:
     sql_dir: Path
     naive_timezone: ZoneInfo
     default_batch_size: int
+    max_batch_bytes: int
+    clock_skew: timedelta
+    max_open_transaction: timedelta
+    gate_poke_interval: timedelta
+    commit_gate: bool
     http_timeout: float
     post_retries: int
     post_retry_delay: timedelta
@@ -147,6 +161,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sql_dir=Path(_get(env, "SERVICES_SYNC_SQL_DIR", str(DEFAULT_SQL_DIR))),
         naive_timezone=_zone(env, "SERVICES_SYNC_NAIVE_TIMEZONE", "UTC"),
         default_batch_size=_int(env, "SERVICES_SYNC_BATCH_SIZE", 1000, minimum=1),
+        max_batch_bytes=_int(env, "SERVICES_SYNC_MAX_BATCH_BYTES", 1024 * 1024, minimum=1024),
+        clock_skew=timedelta(seconds=_float(env, "SERVICES_SYNC_CLOCK_SKEW_S", 60.0)),
+        max_open_transaction=timedelta(
+            seconds=_float(env, "SERVICES_SYNC_MAX_OPEN_TRANSACTION_S", 1800.0, minimum=1.0)
+        ),
+        commit_gate=_switch(env, "SERVICES_SYNC_COMMIT_GATE", default=True),
+        gate_poke_interval=timedelta(
+            seconds=_float(env, "SERVICES_SYNC_GATE_POKE_S", 30.0, minimum=0.1)
+        ),
         http_timeout=_float(env, "SERVICES_SYNC_HTTP_TIMEOUT_S", 30.0, minimum=0.1),
         post_retries=_int(env, "SERVICES_SYNC_POST_RETRIES", 20),
         post_retry_delay=timedelta(seconds=_float(env, "SERVICES_SYNC_RETRY_DELAY_S", 60.0)),

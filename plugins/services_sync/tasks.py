@@ -24,6 +24,7 @@ from services_sync import source, state
 from services_sync.config import Settings, load_settings
 from services_sync.db import connect
 from services_sync.delivery import RejectedDeliveryError, check_ack
+from services_sync.gate import GateReading, fatal_problem, waiting_for
 from services_sync.payload import (
     BatchBounds,
     Interval,
@@ -114,6 +115,40 @@ def check_run_setup(
         ) from None
     log.info("Run set up for interval %s (batch size %d)", interval.label, batch_size)
     return interval.label
+
+
+def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> bool:
+    """``SqlSensor.failure`` of the late-commit gate: raise, naming the fix, instead of waiting.
+
+    Fails (no retries) when the role cannot see other sessions or a transaction that may still
+    write into the interval has been open past ``SERVICES_SYNC_MAX_OPEN_TRANSACTION_S``.
+    """
+    settings = settings or load_settings()
+    if not settings.commit_gate:
+        return False
+    problem = fatal_problem(GateReading.from_row(row), settings.max_open_transaction)
+    if problem:
+        raise AirflowFailException(problem)
+    return False
+
+
+def commit_gate_open(row: Sequence[Any], settings: Settings | None = None) -> bool:
+    """``SqlSensor.success`` of the late-commit gate: may the interval be read now?"""
+    settings = settings or load_settings()
+    reading = GateReading.from_row(row)
+    if not settings.commit_gate:
+        log.warning(
+            "Late-commit gate is off (SERVICES_SYNC_COMMIT_GATE=off): late commits can be missed"
+        )
+        return True
+    reason = waiting_for(reading)
+    if reason:
+        log.info("Interval not readable yet: %s", reason)
+        return False
+    log.info(
+        "Interval readable: its end has passed and no write transaction from before it is open"
+    )
+    return True
 
 
 def build_batch(

@@ -87,12 +87,14 @@ def test_catches_up_in_order(sync_dag):
 def test_pipeline_shape(sync_dag):
     assert {t.task_id for t in sync_dag.tasks} == {
         "check_run_setup",
+        "wait_for_open_transactions",
         "plan_batches",
         "build_batch",
         "post_batch",
         "record_delivery",
     }
-    assert sync_dag.get_task("plan_batches").upstream_task_ids == {"check_run_setup"}
+    assert sync_dag.get_task("wait_for_open_transactions").upstream_task_ids == {"check_run_setup"}
+    assert sync_dag.get_task("plan_batches").upstream_task_ids == {"wait_for_open_transactions"}
     assert sync_dag.get_task("post_batch").upstream_task_ids == {"build_batch"}
     assert sync_dag.get_task("record_delivery").upstream_task_ids == {"plan_batches", "post_batch"}
     assert sync_dag.get_task("record_delivery").trigger_rule == "none_failed"
@@ -131,7 +133,7 @@ def test_sql_operators_use_the_source_connection_and_bind_parameters(sync_dag):
     assert (
         placeholders(plan.sql)
         == set(plan.parameters)
-        == {"window_start", "window_end", "batch_size"}
+        == {"window_start", "window_end", "batch_size", "max_batch_bytes"}
     )
     assert "{{" not in plan.sql  # values are bind parameters, never rendered into the SQL
 
@@ -193,3 +195,12 @@ def test_airflow_dags_report_parses_every_file(airflow_db, capsys):
     with capsys.disabled():
         for name, row in sorted(files.items()):
             print(f"\n  airflow dags report: {name} parsed in {row['duration']} ({row['dags']})")
+
+
+def test_the_late_commit_gate_reschedules_and_is_bounded(sync_dag):
+    settings = load_settings()
+    gate = sync_dag.get_task("wait_for_open_transactions")
+    assert gate.mode == "reschedule"  # no worker slot is held while waiting
+    assert gate.conn_id == "services_source_db"
+    assert gate.timeout >= settings.max_open_transaction.total_seconds()
+    assert placeholders(gate.sql) == set(gate.parameters) == {"window_end", "clock_skew_s"}

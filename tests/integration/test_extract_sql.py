@@ -8,21 +8,23 @@ import psycopg
 import pytest
 
 from devkit.seed import insert_rows
-from services_sync.payload import BatchBounds, Interval
+from services_sync.payload import BatchBounds, Interval, build_body
 from services_sync.source import fetch_batch
 from services_sync.sql import load_sql
+from services_sync.transform import transform_rows
 
 UTC = UTC
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 INTERVAL = Interval(H, H + timedelta(hours=1))
 
 
-def plan(conn, interval=INTERVAL, batch_size=1000):
+def plan(conn, interval=INTERVAL, batch_size=1000, max_batch_bytes=1024 * 1024):
     # Parameters exactly as SQLExecuteQueryOperator renders them: strings from Jinja.
     params = {
         "window_start": str(interval.start.isoformat()),
         "window_end": str(interval.end.isoformat()),
         "batch_size": str(batch_size),
+        "max_batch_bytes": str(max_batch_bytes),
     }
     rows = conn.execute(load_sql("plan_batches.sql"), params).fetchall()
     return [BatchBounds.from_plan_row(list(r)) for r in rows]
@@ -129,8 +131,35 @@ def test_the_interval_query_is_an_index_range_scan(conn):
     ]
     insert_rows(conn, rows)
     conn.execute("ANALYZE service_requests")
-    params = {"window_start": INTERVAL.start, "window_end": INTERVAL.end, "batch_size": 1000}
+    params = {
+        "window_start": INTERVAL.start,
+        "window_end": INTERVAL.end,
+        "batch_size": 1000,
+        "max_batch_bytes": 1048576,
+    }
     text = load_sql("plan_batches.sql")
     explain = "\n".join(r[0] for r in conn.execute("EXPLAIN " + text, params).fetchall())
     assert "service_requests_last_modified_idx" in explain, explain
     assert "Seq Scan" not in explain, explain
+
+
+@pytest.mark.parametrize("max_bytes", [1024, 4096, 20_000])
+def test_batches_shrink_so_no_body_exceeds_the_byte_bound(conn, max_bytes):
+    # Long and non-ASCII ids, JSON-escaped characters: the worst cases for the estimate.
+    long_ids = [
+        req("R" + "é" * 60 + str(i), H + timedelta(seconds=i), sid='svc "quoted" \\ ' + "𝄞" * 10)
+        for i in range(120)
+    ]
+    insert_rows(conn, long_ids)
+    batches = plan(conn, batch_size=1000, max_batch_bytes=max_bytes)
+    assert len(batches) > 1
+    fetched = [fetch_batch(conn, INTERVAL, b) for b in batches]
+    assert sum(len(b) for b in fetched) == 120
+    for rows in fetched:
+        body = build_body(transform_rows(rows).records)
+        assert len(body.encode()) <= max_bytes
+
+
+def test_the_row_limit_still_applies_when_bytes_allow_more(conn):
+    insert_rows(conn, [req(f"R{i:03d}", H + timedelta(seconds=i)) for i in range(50)])
+    assert [b.planned_rows for b in plan(conn, batch_size=20)] == [20, 20, 10]
