@@ -9,14 +9,21 @@ data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON ba
 | `wait_for_open_transactions` | late-commit gate: waits until the interval end + clock skew has passed on the database clock and no write transaction that started before it is still open; fails, naming the pid, if one stays open too long |
 | `plan_batches` | one SQL query plans keyset batches of at most `batch_size` rows (only the bounds cross XCom) |
 | `build_batch` | one per batch: fetches its rows, converts them to the API contract, quarantines bad rows, builds the JSON body and its `Idempotency-Key` |
-| `post_batch` | one per batch: `HttpOperator` POST, 30 s timeout, retried with backoff + jitter, honors `Retry-After`, fails fast on 4xx; checks the ack |
+| `post_batch` | one per batch: `HttpOperator` POST, 30 s timeout, retried with backoff + jitter, honors `Retry-After`, fails fast on 4xx, splits on 413; checks the ack |
 | `record_delivery` | stores the acks in the delivery ledger, checks every batch was acked, logs the run summary |
+| `reconcile_interval` | fails loudly if an ack count differs from what was sent, or a row now in the interval was committed after it was read |
 
 **Connections:** `services_source_db` (postgres; `SELECT` on `service_requests`),
 `services_api` (http; host, scheme and auth header of the receiver). State tables (ledger,
 quarantine) go to schema `services_sync` of `SERVICES_SYNC_STATE_CONN_ID` (default: the source).
 
 **Params:** `batch_size` (rows per POST, default 1000).
+
+**Ordering, no stale overwrite.** `max_active_runs=1` delivers hours in order while they
+succeed. When an hour fails past its retry budget, later hours go on; if the failed hour is
+retried after them, `post_batch` drops (at send time) every record whose source row changed since
+the batch was built, because the newer version was delivered by a later hour. We chose this over
+blocking later hours behind a failed one: a poison batch stops only itself.
 
 **Reruns and backfills** are safe: each run reads exactly its data interval, and a batch's
 `Idempotency-Key` comes from the interval and the body (never the run id), so resending the same
@@ -33,11 +40,11 @@ from datetime import timedelta
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
-from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from services_sync import tasks
 from services_sync.config import load_settings
+from services_sync.operators import RequestBatchHttpOperator
 from services_sync.retry import DeliveryRetryPolicy, connect_retry_args
 
 DAG_ID = "services_requests_sync"
@@ -124,7 +131,7 @@ def services_requests_sync():
             data_interval_end=data_interval_end,
         )
 
-    post_batch = HttpOperator.partial(
+    post_batch = RequestBatchHttpOperator.partial(
         task_id="post_batch",
         http_conn_id=SETTINGS.api_conn_id,
         endpoint=SETTINGS.endpoint,
@@ -146,11 +153,23 @@ def services_requests_sync():
     ).expand_kwargs(build_batch.expand(plan_row=plan_batches.output).map(tasks.as_post_kwargs))
 
     @task(trigger_rule="none_failed", multiple_outputs=False)
-    def record_delivery(plan, acks, run_id=None, data_interval_start=None, data_interval_end=None):
+    def record_delivery(
+        plan, results, run_id=None, data_interval_start=None, data_interval_end=None
+    ):
         """Store the acks in the delivery ledger and log the run summary."""
         return tasks.record_delivery(
             plan,
-            acks,
+            results,
+            dag_id=DAG_ID,
+            run_id=run_id,
+            data_interval_start=data_interval_start,
+            data_interval_end=data_interval_end,
+        )
+
+    @task(retries=0, multiple_outputs=False)
+    def reconcile_interval(run_id=None, data_interval_start=None, data_interval_end=None):
+        """Fail loudly unless every row of the interval was acked, quarantined or superseded."""
+        return tasks.reconcile_interval(
             dag_id=DAG_ID,
             run_id=run_id,
             data_interval_start=data_interval_start,
@@ -158,7 +177,7 @@ def services_requests_sync():
         )
 
     check_run_setup() >> wait_for_open_transactions >> plan_batches
-    record_delivery(plan_batches.output, post_batch.output)
+    record_delivery(plan_batches.output, post_batch.output) >> reconcile_interval()
 
 
 services_requests_sync()

@@ -7,6 +7,7 @@ The acknowledgment contract (README, "Acknowledgment contract"):
   records sent, otherwise the batch fails without retrying (a partial accept is a bug on one
   side that a resend with the same key cannot fix);
 * ``408``, ``429`` and ``5xx`` are transient: retried, honoring ``Retry-After``;
+* ``413`` asks for smaller bodies: the batch is split in halves, each sent on its own;
 * any other status is a rejection of this batch: it fails fast with the receiver's reason.
 """
 
@@ -40,6 +41,10 @@ class RejectedDeliveryError(DeliveryError):
     """The receiver refused this batch for good; resending it unchanged cannot succeed."""
 
 
+class PayloadTooLargeError(RejectedDeliveryError):
+    """HTTP 413: the receiver wants smaller bodies; the batch is split and the halves are sent."""
+
+
 @dataclass(frozen=True)
 class Ack:
     """A positive acknowledgment."""
@@ -63,6 +68,7 @@ def check_ack(
 
     Raises:
         RetryableDeliveryError: for 408/425/429/5xx, with ``retry_after`` in seconds when given.
+        PayloadTooLargeError: for 413, so the caller can split the batch.
         RejectedDeliveryError: for any other non-2xx, or a 2xx whose count does not match.
     """
     reason = _short(text)
@@ -87,9 +93,7 @@ def check_ack(
             f"HTTP {status} (transient{hint}): {reason}", status, retry_after
         )
     if status == 413:
-        raise RejectedDeliveryError(
-            f"HTTP 413 payload too large: lower the batch_size param ({reason})", status
-        )
+        raise PayloadTooLargeError(f"HTTP 413 payload too large ({reason})", status)
     raise RejectedDeliveryError(f"HTTP {status} rejected the batch: {reason}", status)
 
 

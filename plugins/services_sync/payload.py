@@ -132,3 +132,21 @@ def request_headers(key: str) -> dict[str, str]:
 
 def _utc_label(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def split_body(body: str) -> tuple[str, str]:
+    """Split a body's records in two halves (for a 413); deterministic, so keys stay stable.
+
+    Raises:
+        ValueError: if the body holds a single record and cannot be split.
+    """
+    records = json.loads(body)["requests"]
+    if len(records) < 2:
+        raise ValueError("a single record is larger than the receiver accepts")
+    middle = len(records) // 2
+    return build_body(records[:middle]), build_body(records[middle:])
+
+
+def body_records(body: str) -> list[dict[str, Any]]:
+    """The records of a body built by :func:`build_body`."""
+    return json.loads(body)["requests"]

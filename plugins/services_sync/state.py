@@ -57,23 +57,48 @@ def record_batch_built(conn: psycopg.Connection, schema: str, **values: Any) -> 
         cur.execute(state_sql("record_batch_built.sql", schema), values)
 
 
+def record_batch_refreshed(conn: psycopg.Connection, schema: str, **values: Any) -> None:
+    """Record a batch whose superseded records were dropped at send time."""
+    with conn.cursor() as cur:
+        cur.execute(state_sql("record_batch_refreshed.sql", schema), values)
+
+
+def later_interval_delivered(
+    conn: psycopg.Connection, schema: str, *, dag_id: str, interval_start: datetime
+) -> bool:
+    """Whether this DAG has delivered an interval after the one starting at ``interval_start``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            state_sql("later_interval_delivered.sql", schema),
+            {"dag_id": dag_id, "interval_start": interval_start},
+        )
+        return bool(cur.fetchone()[0])
+
+
 def record_batch_acks(
-    conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: str, acks: Iterable[Mapping]
+    conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: str, results: Iterable[Mapping]
 ) -> None:
-    """Store the receiver's acknowledgments (the ``post_batch`` results) in the ledger."""
-    params = [
-        {
-            "dag_id": dag_id,
-            "run_id": run_id,
-            "idempotency_key": ack["idempotency_key"],
-            "http_status": ack["status"],
-            "accepted": ack["accepted"],
-            "duplicate": ack["duplicate"],
-            "attempts": ack["attempts"],
-            "acked_at": datetime.fromisoformat(ack["acked_at"]),
-        }
-        for ack in acks
-    ]
+    """Store the receiver's acknowledgments (the ``post_batch`` results) in the ledger.
+
+    A result is ``{"batch_index": i, "parts": [ack, ...]}``: one ack per body part (more than one
+    when a 413 split the batch).
+    """
+    params = []
+    for result in results:
+        parts = result["parts"]
+        params.append(
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "batch_index": result["batch_index"],
+                "http_status": parts[-1]["status"],
+                "accepted": sum(p["accepted"] for p in parts),
+                "duplicate": all(p["duplicate"] for p in parts),
+                "parts": len(parts),
+                "attempts": max((p["attempts"] or 1) for p in parts),
+                "acked_at": max(datetime.fromisoformat(p["acked_at"]) for p in parts),
+            }
+        )
     if params:
         with conn.cursor() as cur:
             cur.executemany(state_sql("record_batch_acked.sql", schema), params)

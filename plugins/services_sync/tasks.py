@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import (
 from services_sync import source, state
 from services_sync.config import Settings, load_settings
 from services_sync.db import connect
-from services_sync.delivery import RejectedDeliveryError, check_ack
+from services_sync.delivery import PayloadTooLargeError, RejectedDeliveryError, check_ack
 from services_sync.gate import GateReading, fatal_problem, waiting_for
 from services_sync.payload import (
     BatchBounds,
@@ -162,14 +162,14 @@ def build_batch(
 ) -> dict[str, Any] | None:
     """Fetch one planned batch, transform it, quarantine bad rows, return the POST kwargs.
 
-    Returns ``{"data": <json body>, "headers": {...}}`` for ``HttpOperator``, or None when every
-    row of the batch was quarantined (nothing to send).
+    Returns ``{"data": <json body>, "headers": {...}, "batch_index": i}`` for the POST operator,
+    or None when every row of the batch was quarantined (nothing to send).
     """
     settings = settings or load_settings()
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     bounds = BatchBounds.from_plan_row(plan_row)
     with connect(settings.source_conn_id) as conn:
-        rows = source.fetch_batch(conn, interval, bounds)
+        rows, snapshot = source.read_batch(conn, interval, bounds)
     result = transform_rows(rows, settings.naive_timezone)
     body = build_body(result.records) if result.records else None
     key = idempotency_key(interval, body) if body is not None else None
@@ -196,6 +196,9 @@ def build_batch(
             rows_sent=len(result.records),
             body_bytes=len(body) if body else 0,
             body_sha256=body_sha256(body) if body else None,
+            lower_bound=list(bounds.lower),
+            upper_bound=list(bounds.upper),
+            read_snapshot=snapshot,
         )
     log.info(
         "%s of %s: %d rows, %d to send, %d quarantined, %.1f KiB, key %s",
@@ -218,7 +221,7 @@ def build_batch(
         log.warning("... and %d more quarantined rows", len(result.rejected) - _LOGGED_REJECTS)
     if body is None:
         return None
-    return {"data": body, "headers": request_headers(key)}
+    return {"data": body, "headers": request_headers(key), "batch_index": bounds.index}
 
 
 def as_post_kwargs(built: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -240,6 +243,8 @@ def check_response(response: Any) -> bool:
         ack = check_ack(
             response.status_code, response.headers, response.text, _sent_count(response)
         )
+    except PayloadTooLargeError:
+        raise  # the operator splits the batch
     except RejectedDeliveryError as exc:
         raise AirflowFailException(f"Batch {key} was rejected: {exc}") from exc
     log.info(
@@ -267,7 +272,7 @@ def ack_summary(response: Any, ti: Any = None) -> dict[str, Any]:
 
 def record_delivery(
     plan: Sequence[Sequence[Any]] | None,
-    acks: Iterable[Mapping[str, Any] | None] | None,
+    results: Iterable[Mapping[str, Any] | None] | None,
     *,
     dag_id: str,
     run_id: str,
@@ -279,10 +284,10 @@ def record_delivery(
     settings = settings or load_settings()
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     batch_count = len(plan or [])
-    acks = [ack for ack in (acks or []) if ack]
+    results = [r for r in (results or []) if r]
     with connect(settings.state_conn_id) as conn:
         state.record_batch_acks(
-            conn, settings.state_schema, dag_id=dag_id, run_id=run_id, acks=acks
+            conn, settings.state_schema, dag_id=dag_id, run_id=run_id, results=results
         )
         batches = [
             row
@@ -296,6 +301,7 @@ def record_delivery(
             "batches_posted": sum(1 for b in batches if b["acked_at"] is not None),
             "rows_sent": sum(b["rows_sent"] for b in batches if b["acked_at"] is not None),
             "rows_quarantined": sum(b["rows_quarantined"] for b in batches),
+            "rows_superseded": sum(b["rows_superseded"] for b in batches),
             "duplicates": sum(1 for b in batches if b["duplicate"]),
         }
         unacked = [b for b in batches if b["rows_sent"] and b["acked_at"] is None]
@@ -313,10 +319,72 @@ def record_delivery(
             run_id=run_id,
             interval_start=interval.start,
             interval_end=interval.end,
-            **{k: v for k, v in summary.items() if k != "interval"},
+            **{k: v for k, v in summary.items() if k not in {"interval", "rows_superseded"}},
         )
     log.info("%s", format_summary(summary, batches))
     return summary
+
+
+def reconcile_interval(
+    *,
+    dag_id: str,
+    run_id: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Last task: prove the interval was delivered whole, or fail loudly (no retries).
+
+    * every batch's ack count equals what it sent, and every extracted row was sent,
+      quarantined, or superseded by a newer version;
+    * no row now in the interval was committed after the batch covering it read the table (a
+      late commit that escaped the gate: a writer's clock beyond the skew margin, or a
+      timestamp set by the application). Such rows are named; clearing the run sends them.
+    """
+    settings = settings or load_settings()
+    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
+    with connect(settings.state_conn_id) as conn:
+        batches = state.run_batches(conn, settings.state_schema, dag_id=dag_id, run_id=run_id)
+    problems = []
+    for b in batches:
+        if b["rows_sent"] and b["accepted"] != b["rows_sent"]:
+            problems.append(
+                f"batch {b['batch_index'] + 1}: sent {b['rows_sent']}, acknowledged {b['accepted']}"
+            )
+        accounted = b["rows_sent"] + b["rows_quarantined"] + b["rows_superseded"]
+        if accounted != b["rows_extracted"]:
+            problems.append(
+                f"batch {b['batch_index'] + 1}: extracted {b['rows_extracted']} but sent, "
+                f"quarantined and superseded {accounted}"
+            )
+    with connect(settings.source_conn_id) as conn:
+        late_rows, sample = source.find_late_rows(conn, interval, batches)
+    if late_rows:
+        named = ", ".join(
+            f"{r['request_id']} ({r['service_id']}) at {r['last_modified_date']}" for r in sample
+        )
+        problems.append(
+            f"{late_rows} row(s) in the interval were committed after it was read and were not "
+            f"sent: {named}. A writer's transaction or clock escaped the late-commit gate "
+            "(raise SERVICES_SYNC_CLOCK_SKEW_S); clear this run to send them"
+        )
+    if problems:
+        raise AirflowFailException(
+            f"Reconciliation of {interval.label} failed:\n- " + "\n- ".join(problems)
+        )
+    result = {
+        "interval": interval.label,
+        "batches": len(batches),
+        "rows_acknowledged": sum(b["accepted"] or 0 for b in batches),
+        "late_rows": 0,
+    }
+    log.info(
+        "Reconciled %s: %d batches, %d rows acknowledged, no late rows",
+        interval.label,
+        result["batches"],
+        result["rows_acknowledged"],
+    )
+    return result
 
 
 def format_summary(summary: Mapping[str, Any], batches: Sequence[Mapping[str, Any]]) -> str:
@@ -327,6 +395,7 @@ def format_summary(summary: Mapping[str, Any], batches: Sequence[Mapping[str, An
         f"Interval {summary['interval']}: {summary['rows_extracted']} rows extracted, "
         f"{summary['batches']} batches ({summary['batches_posted']} posted), "
         f"{summary['rows_sent']} sent, {summary['rows_quarantined']} quarantined, "
+        f"{summary.get('rows_superseded', 0)} superseded by a later interval, "
         f"{summary['duplicates']} already at the receiver",
         f"{'batch':>9} {'rows':>7} {'sent':>7} {'quar.':>6} {'KiB':>8} {'HTTP':>5} "
         f"{'tries':>5}  key",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pendulum
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import CronDataIntervalTimetable
 from airflow.serialization.encoders import coerce_to_core_timetable
 
@@ -92,17 +93,21 @@ def test_pipeline_shape(sync_dag):
         "build_batch",
         "post_batch",
         "record_delivery",
+        "reconcile_interval",
     }
     assert sync_dag.get_task("wait_for_open_transactions").upstream_task_ids == {"check_run_setup"}
     assert sync_dag.get_task("plan_batches").upstream_task_ids == {"wait_for_open_transactions"}
     assert sync_dag.get_task("post_batch").upstream_task_ids == {"build_batch"}
     assert sync_dag.get_task("record_delivery").upstream_task_ids == {"plan_batches", "post_batch"}
     assert sync_dag.get_task("record_delivery").trigger_rule == "none_failed"
+    assert sync_dag.get_task("reconcile_interval").upstream_task_ids == {"record_delivery"}
+    assert sync_dag.get_task("reconcile_interval").retries == 0
 
 
 def test_post_batch_retries_with_backoff_timeout_and_policy(sync_dag):
     settings = load_settings()
     post = sync_dag.get_task("post_batch")
+    assert issubclass(post.operator_class, HttpOperator)
     kwargs = post.partial_kwargs
     assert kwargs["retries"] == settings.post_retries >= 1
     assert kwargs["retry_exponential_backoff"] == settings.post_retry_backoff > 1

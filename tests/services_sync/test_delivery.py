@@ -7,6 +7,7 @@ import pytest
 
 from services_sync.delivery import (
     Ack,
+    PayloadTooLargeError,
     RejectedDeliveryError,
     RetryableDeliveryError,
     check_ack,
@@ -67,7 +68,7 @@ def test_unusable_retry_after_is_ignored(value):
     assert parse_retry_after(value, NOW) is None
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 301])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422, 301])
 def test_other_statuses_are_rejections_with_the_receivers_reason(status):
     body = json.dumps({"error": "invalid body", "reason": "requests[3].status_id: not an int"})
     with pytest.raises(RejectedDeliveryError) as info:
@@ -76,8 +77,8 @@ def test_other_statuses_are_rejections_with_the_receivers_reason(status):
     assert "requests[3].status_id: not an int" in str(info.value)
 
 
-def test_413_says_how_to_fix_it():
-    with pytest.raises(RejectedDeliveryError, match="lower the batch_size"):
+def test_413_asks_for_a_split():
+    with pytest.raises(PayloadTooLargeError, match="413 payload too large"):
         check_ack(413, {}, "too big", 1)
 
 

@@ -38,6 +38,13 @@ CREATE TABLE IF NOT EXISTS {schema}.delivery_ledger (
     acked_at         timestamptz,
     PRIMARY KEY (dag_id, run_id, batch_index)
 );
+-- Columns added after the first release (ADD COLUMN IF NOT EXISTS keeps older tables working).
+ALTER TABLE {schema}.delivery_ledger
+    ADD COLUMN IF NOT EXISTS rows_superseded integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS parts           integer,
+    ADD COLUMN IF NOT EXISTS lower_bound     text[],
+    ADD COLUMN IF NOT EXISTS upper_bound     text[],
+    ADD COLUMN IF NOT EXISTS read_snapshot   text;
 CREATE INDEX IF NOT EXISTS delivery_ledger_interval_idx
     ON {schema}.delivery_ledger (dag_id, interval_start);
 

@@ -1,0 +1,162 @@
+"""``HttpOperator`` for one planned batch of service requests."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.providers.http.operators.http import HttpOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from services_sync import source, state
+from services_sync.config import Settings, load_settings
+from services_sync.db import connect
+from services_sync.delivery import PayloadTooLargeError
+from services_sync.payload import (
+    Interval,
+    body_records,
+    body_sha256,
+    build_body,
+    idempotency_key,
+    split_body,
+)
+from services_sync.transform import format_identifier, format_timestamp
+
+log = logging.getLogger(__name__)
+
+
+class RequestBatchHttpOperator(HttpOperator):
+    """POST one batch built by ``build_batch``: a plain ``HttpOperator`` plus two guarantees.
+
+    * **No stale overwrite.** If this DAG has already delivered a *later* interval (this run
+      failed past its retry budget and is being retried after the hours behind it went out),
+      records whose source row changed since the batch was built are dropped before sending:
+      the newer version was, or will be, delivered by the later interval, and sending the old
+      one after it would overwrite it. The body, and so its key, is rebuilt from what is left.
+    * **413 splits.** A ``413 Payload Too Large`` splits the body in halves, each sent with the
+      key of its own content; halves of halves as needed, down to single records.
+
+    Everything else (connection, timeout, ``response_check``, retries) is ``HttpOperator``'s.
+    The XCom result is small: the batch index and one ack per body part.
+    """
+
+    def __init__(self, *, batch_index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch_index = batch_index
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Drop superseded records, then POST the body (split on 413); return the acks."""
+        settings = load_settings()
+        dag_id = context["dag"].dag_id
+        run_id = context["run_id"]
+        interval = Interval(context["data_interval_start"], context["data_interval_end"])
+        body = drop_superseded_records(
+            self.data,
+            interval,
+            dag_id=dag_id,
+            run_id=run_id,
+            batch_index=self.batch_index,
+            settings=settings,
+        )
+        parts: list[dict[str, Any]] = []
+        pending = [body]
+        while pending:
+            part = pending.pop(0)
+            self.data = part
+            self.headers = {**self.headers, "Idempotency-Key": idempotency_key(interval, part)}
+            try:
+                parts.append(super().execute(context))
+            except PayloadTooLargeError as exc:
+                try:
+                    halves = split_body(part)
+                except ValueError:
+                    raise AirflowFailException(
+                        f"{exc}: a single record is larger than the receiver accepts"
+                    ) from exc
+                log.warning(
+                    "HTTP 413 for %d records: splitting in %d + %d",
+                    len(body_records(part)),
+                    len(body_records(halves[0])),
+                    len(body_records(halves[1])),
+                )
+                pending[:0] = halves
+        return {"batch_index": self.batch_index, "parts": parts}
+
+
+def drop_superseded_records(
+    body: str,
+    interval: Interval,
+    *,
+    dag_id: str,
+    run_id: str,
+    batch_index: int,
+    settings: Settings | None = None,
+) -> str:
+    """The body without the records whose source row changed since it was built.
+
+    Only done when a later interval has already been delivered: while this run is the newest,
+    nothing newer can have reached the receiver, and the body is sent exactly as built (same
+    key on every retry). The check reads the source rows in the time span of the batch only.
+    """
+    settings = settings or load_settings()
+    with connect(settings.state_conn_id) as conn:
+        if not state.later_interval_delivered(
+            conn, settings.state_schema, dag_id=dag_id, interval_start=interval.start
+        ):
+            return body
+    records = body_records(body)
+    stamps = [r["last_modified_date"] for r in records]
+    start = max(interval.start, _parse_utc(min(stamps)))
+    end = min(interval.end, _parse_utc(max(stamps)) + timedelta(seconds=1))
+    with connect(settings.source_conn_id) as conn:
+        rows = source.current_versions(conn, start, end)
+    current = {
+        (
+            _safe_id(sid, "service_id"),
+            _safe_id(rid, "request_id"),
+            format_timestamp(lmd, "last_modified_date", settings.naive_timezone),
+        )
+        for sid, rid, lmd in rows
+        if lmd is not None
+    }
+    kept = [
+        r for r in records if (r["service_id"], r["request_id"], r["last_modified_date"]) in current
+    ]
+    if len(kept) == len(records):
+        return body
+    superseded = len(records) - len(kept)
+    new_body = build_body(kept) if kept else None
+    with connect(settings.state_conn_id) as conn:
+        state.record_batch_refreshed(
+            conn,
+            settings.state_schema,
+            dag_id=dag_id,
+            run_id=run_id,
+            batch_index=batch_index,
+            idempotency_key=idempotency_key(interval, new_body) if new_body else None,
+            rows_sent=len(kept),
+            rows_superseded=superseded,
+            body_bytes=len(new_body) if new_body else 0,
+            body_sha256=body_sha256(new_body) if new_body else None,
+        )
+    log.warning(
+        "%d of %d records changed at the source since this batch was built and a later interval "
+        "was already delivered: not sending their older versions",
+        superseded,
+        len(records),
+    )
+    if new_body is None:
+        raise AirflowSkipException("every record of this batch was superseded by a newer version")
+    return new_body
+
+
+def _parse_utc(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _safe_id(value: Any, field: str) -> str | None:
+    try:
+        return format_identifier(value, field)
+    except ValueError:
+        return None
