@@ -25,6 +25,12 @@ retried after them, `post_batch` drops (at send time) every record whose source 
 the batch was built, because the newer version was delivered by a later hour. We chose this over
 blocking later hours behind a failed one: a poison batch stops only itself.
 
+**Alerts** go to e-mail (connection `services_alerts_smtp`, recipients in
+`SERVICES_SYNC_ALERT_EMAIL_TO`) and Slack (incoming-webhook connection `services_alerts_slack`),
+each only if its connection exists: when a task fails after its last try, when rows are
+quarantined, and when a run is not finished `SERVICES_SYNC_RUN_DEADLINE_MIN` (120; 0 = off)
+minutes after it was queued.
+
 **Reruns and backfills** are safe: each run reads exactly its data interval, and a batch's
 `Idempotency-Key` comes from the interval and the body (never the run id), so resending the same
 data sends the same key and the receiver keeps it once. Backfill with
@@ -40,9 +46,18 @@ from datetime import timedelta
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import (
+    AsyncCallback,
+    CronDataIntervalTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    dag,
+    task,
+)
 
 from services_sync import tasks
+from services_sync.alerts import SyncFailureNotifier
 from services_sync.config import load_settings
 from services_sync.operators import RequestBatchHttpOperator
 from services_sync.retry import DeliveryRetryPolicy, connect_retry_args
@@ -63,7 +78,16 @@ SETTINGS = load_settings()
         "owner": "data-platform",
         "retries": SETTINGS.task_retries,
         "retry_delay": SETTINGS.task_retry_delay,
+        "on_failure_callback": SyncFailureNotifier(),  # e-mail / Slack, per connection
     },
+    # A run still unfinished this long after it was queued is stuck: alert.
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=SETTINGS.run_deadline,
+        callback=AsyncCallback("services_sync.alerts.deadline_missed"),
+    )
+    if SETTINGS.run_deadline
+    else None,
     params={
         "batch_size": Param(
             SETTINGS.default_batch_size,

@@ -95,6 +95,11 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} must be on or off")
 
 
+def _deadline(env: Mapping[str, str]) -> timedelta | None:
+    minutes = _float(env, "SERVICES_SYNC_RUN_DEADLINE_MIN", 120.0)
+    return timedelta(minutes=minutes) if minutes > 0 else None
+
+
 def _identifier(env: Mapping[str, str], name: str, default: str) -> str:
     raw = _get(env, name, default)
     if not raw.replace("_", "").isalnum() or raw[0].isdigit():
@@ -120,6 +125,11 @@ class Settings:
     max_open_transaction: timedelta
     gate_poke_interval: timedelta
     commit_gate: bool
+    alert_smtp_conn_id: str
+    alert_slack_conn_id: str
+    alert_email_to: tuple[str, ...]
+    alert_email_from: str | None
+    run_deadline: timedelta | None
     http_timeout: float
     post_retries: int
     post_retry_delay: timedelta
@@ -167,6 +177,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             seconds=_float(env, "SERVICES_SYNC_MAX_OPEN_TRANSACTION_S", 1800.0, minimum=1.0)
         ),
         commit_gate=_switch(env, "SERVICES_SYNC_COMMIT_GATE", default=True),
+        alert_smtp_conn_id=_get(env, "SERVICES_SYNC_ALERT_SMTP_CONN_ID", "services_alerts_smtp"),
+        alert_slack_conn_id=_get(env, "SERVICES_SYNC_ALERT_SLACK_CONN_ID", "services_alerts_slack"),
+        alert_email_to=tuple(
+            a.strip() for a in _get(env, "SERVICES_SYNC_ALERT_EMAIL_TO", "").split(",") if a.strip()
+        ),
+        alert_email_from=_get(env, "SERVICES_SYNC_ALERT_EMAIL_FROM", "") or None,
+        run_deadline=_deadline(env),
         gate_poke_interval=timedelta(
             seconds=_float(env, "SERVICES_SYNC_GATE_POKE_S", 30.0, minimum=0.1)
         ),

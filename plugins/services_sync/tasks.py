@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from services_sync import source, state
+from services_sync import alerts, source, state
 from services_sync.config import Settings, load_settings
 from services_sync.db import connect
 from services_sync.delivery import PayloadTooLargeError, RejectedDeliveryError, check_ack
@@ -322,6 +322,13 @@ def record_delivery(
             **{k: v for k, v in summary.items() if k not in {"interval", "rows_superseded"}},
         )
     log.info("%s", format_summary(summary, batches))
+    if summary["rows_quarantined"]:
+        alerts.send_alert(
+            alerts.quarantine_alert(
+                dag_id, run_id, interval.label, summary["rows_quarantined"], _log_url()
+            ),
+            settings,
+        )
     return summary
 
 
@@ -438,6 +445,15 @@ def _connection_problems(conn_id: str, conn_type: str, example: str) -> list[str
     if not conn.host:
         problems.append(f"connection '{conn_id}' has no host: {fix}")
     return problems
+
+
+def _log_url() -> str:
+    from airflow.sdk import get_current_context
+
+    try:
+        return str(get_current_context()["ti"].log_url)
+    except Exception:  # outside a task (tests, scripts): no log to point at
+        return ""
 
 
 def _sent_count(response: Any) -> int:

@@ -209,3 +209,27 @@ def test_the_late_commit_gate_reschedules_and_is_bounded(sync_dag):
     assert gate.conn_id == "services_source_db"
     assert gate.timeout >= settings.max_open_transaction.total_seconds()
     assert placeholders(gate.sql) == set(gate.parameters) == {"window_end", "clock_skew_s"}
+
+
+def test_a_stuck_run_raises_a_deadline_alert():
+    """Off in the in-process tests (an Airflow 3.3.2 dag.test() bug); on by default."""
+    probe = (
+        "import sys; sys.path[:0] = ['plugins']\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "dag = DagBag(dag_folder='dags').dags['services_requests_sync']\n"
+        "(alert,) = dag.deadline\n"
+        "print(type(alert.reference).__name__, alert.interval, alert.callback.path)\n"
+    )
+    env = {**os.environ, "SERVICES_SYNC_RUN_DEADLINE_MIN": "45"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == (
+        "DagRunQueuedAtDeadline 0:45:00 services_sync.alerts.deadline_missed"
+    )

@@ -1,0 +1,76 @@
+"""The demo, run as users run it: ``python -m devkit.demo`` in a subprocess, for real."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE_ROW = re.compile(r"^\s+(\d{4}-\d\d-\d\dT\d\d:00Z/\d{4}-\d\d-\d\dT\d\d:00Z)\s.*\s(\S+)$")
+
+
+def test_demo_runs_two_hours_end_to_end_and_reports_a_match(tmp_path):
+    workdir = tmp_path / "demo"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SOURCE_DB_URL", "DEMO_HOURS", "DEMO_FORCE"}
+    }
+    env["PYTHONIOENCODING"] = "utf-8"
+    result = subprocess.run(
+        [sys.executable, "-m", "devkit.demo", "--hours", "2", "--workdir", str(workdir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout
+    assert result.returncode == 0, f"stdout:\n{output}\nstderr:\n{result.stderr}"
+
+    rows = [m.groups() for m in map(TABLE_ROW.match, output.splitlines()) if m]
+    table = [(interval, mark) for interval, mark in rows if mark in {"✓", "✗"}]
+    assert table == [
+        ("2026-11-28T09:00Z/2026-11-28T10:00Z", "✓"),
+        ("2026-11-28T10:00Z/2026-11-28T11:00Z", "✓"),
+    ], output
+    for reason in (
+        "request_id is NULL",
+        "status_id is not an integer: 'open'",
+        "opening_date is NULL",
+    ):
+        assert reason in output
+    assert "receiver holds 82 records in 2 batches, 0 duplicates" in output
+    assert "demo OK" in output
+
+    # Airflow's chatter went to the logs, and the embedded cluster's data is gone.
+    assert "[info" not in output
+    assert sorted(p.name for p in workdir.glob("airflow-run-*.log")) == [
+        "airflow-run-2026-11-28T0900Z.log",
+        "airflow-run-2026-11-28T1000Z.log",
+    ]
+    assert not (workdir / "pg").exists()
+
+
+def test_demo_refuses_to_wipe_a_directory_it_did_not_make(tmp_path):
+    (tmp_path / "keep-me").write_text("precious")
+    result = subprocess.run(
+        [sys.executable, "-m", "devkit.demo", "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "not made by the demo" in result.stderr
+    assert (tmp_path / "keep-me").read_text() == "precious"
