@@ -1,0 +1,161 @@
+"""Alerts reach a real SMTP server and a real HTTP stand-in for a Slack incoming webhook."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from email import message_from_bytes
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pendulum
+import psycopg
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+from airflow.dag_processing.dagbag import DagBag
+
+from devkit.pgcluster import free_port
+from devkit.seed import insert_rows
+
+pytestmark = pytest.mark.e2e
+
+H = pendulum.datetime(2025, 5, 14, 10, tz="UTC")
+
+
+class _Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(monkeypatch):
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_ALERTS_SMTP",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": controller.port,
+                "extra": {
+                    "disable_ssl": True,
+                    "disable_tls": True,
+                    "from_email": "sync@example.test",
+                },
+            }
+        ),
+    )
+    monkeypatch.setenv("SERVICES_SYNC_ALERT_EMAIL_TO", "oncall@example.test")
+    yield inbox
+    controller.stop()
+
+
+@pytest.fixture
+def slack_webhook(monkeypatch):
+    posts = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append({"path": self.path, "json": json.loads(body)})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_ALERTS_SLACK",
+        json.dumps({"conn_type": "slackwebhook", "password": url}),
+    )
+    yield posts
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dag():
+    return DagBag(dag_folder="dags").dags["services_requests_sync"]
+
+
+def rows(n, **overrides):
+    return [
+        ("water", f"R{i:03d}", H - timedelta(days=1), "1", H + timedelta(minutes=i))
+        for i in range(n)
+    ]
+
+
+def test_a_task_failure_alerts_by_email_and_slack(
+    dag, airflow_db, source_db, receiver, smtp_server, slack_webhook
+):
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows(3))
+    requests.post(
+        f"{receiver.url}/faults", json={"faults": [{"status": 422}]}, timeout=5
+    ).raise_for_status()
+    run = dag.test(logical_date=H + timedelta(hours=1))
+    assert run.state == "failed"
+
+    (mail,) = smtp_server.messages
+    assert mail["To"] == "oncall@example.test"
+    assert mail["Subject"] == "[services-sync] services_requests_sync.post_batch[0] failed"
+    body = mail.get_body().get_content()
+    for fact in (
+        "services_requests_sync",
+        "post_batch[0]",
+        "[2025-05-14T10:00:00+00:00, 2025-05-14T11:00:00+00:00)",
+        "HTTP 422 rejected the batch: injected fault",
+        "/dags/services_requests_sync/runs/",  # the log URL
+        "/tasks/post_batch/mapped/0?try_number=1",
+    ):
+        assert fact in body, fact
+    assert "<th align='left'>Try</th><td>1</td>" in body
+
+    (post,) = slack_webhook
+    assert post["path"] == "/services/T000/B000/XXXX"
+    text = post["json"]["text"]
+    assert text.startswith("*[services-sync] services_requests_sync.post_batch[0] failed*")
+    assert "Error: Batch services-requests.v1:" in text
+    assert "HTTP 422" in text
+
+
+def test_quarantined_rows_raise_an_alert_but_the_run_succeeds(
+    dag, airflow_db, source_db, receiver, smtp_server, slack_webhook
+):
+    bad = [("water", None, H, "1", H + timedelta(minutes=5)), ("roads", "X", H, "open", H)]
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows(2) + bad)
+    run = dag.test(logical_date=H + timedelta(hours=1))
+    assert run.state == "success"
+    (mail,) = smtp_server.messages
+    assert mail["Subject"] == (
+        "[services-sync] 2 row(s) quarantined in 2025-05-14T10:00Z/2025-05-14T11:00Z"
+    )
+    (post,) = slack_webhook
+    assert "2 row(s) quarantined" in post["json"]["text"]
+
+
+def test_without_alert_connections_a_failure_still_fails_cleanly(
+    dag, airflow_db, source_db, receiver
+):
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows(1))
+    requests.post(f"{receiver.url}/faults", json={"faults": [{"status": 400}]}, timeout=5)
+    run = dag.test(logical_date=H + timedelta(hours=1))
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["post_batch"] == "failed"
+    assert states["build_batch"] == "success"
