@@ -71,7 +71,7 @@ SETTINGS = load_settings()
     # Not "@hourly": a bare cron string is a zero-width interval in Airflow 3.
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=SETTINGS.start_date,
-    catchup=True,  # an hour missed while the scheduler was down is still sent
+    catchup=SETTINGS.catchup,  # on: an hour missed while the scheduler was down is still sent
     max_active_runs=1,  # intervals are delivered in order
     template_searchpath=[str(SETTINGS.sql_dir)],
     default_args={

@@ -112,6 +112,7 @@ class Settings:
     """Everything the DAG and its tasks read from the environment."""
 
     start_date: datetime
+    catchup: bool
     source_conn_id: str
     api_conn_id: str
     state_conn_id: str
@@ -163,6 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     source_conn_id = _get(env, "SERVICES_SYNC_SOURCE_CONN_ID", "services_source_db")
     return Settings(
         start_date=_start_date(env),
+        catchup=_switch(env, "SERVICES_SYNC_CATCHUP", default=True),
         source_conn_id=source_conn_id,
         api_conn_id=_get(env, "SERVICES_SYNC_API_CONN_ID", "services_api"),
         state_conn_id=_get(env, "SERVICES_SYNC_STATE_CONN_ID", source_conn_id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,9 +42,10 @@ class RequestBatchHttpOperator(HttpOperator):
     The XCom result is small: the batch index and one ack per body part.
     """
 
-    def __init__(self, *, batch_index: int, **kwargs: Any) -> None:
+    def __init__(self, *, batch_index: int, batch_count: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch_index = batch_index
+        self.batch_count = batch_count
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Drop superseded records, then POST the body (split on 413); return the acks."""
@@ -65,8 +67,9 @@ class RequestBatchHttpOperator(HttpOperator):
             part = pending.pop(0)
             self.data = part
             self.headers = {**self.headers, "Idempotency-Key": idempotency_key(interval, part)}
+            started = time.perf_counter()
             try:
-                parts.append(super().execute(context))
+                ack = super().execute(context)
             except PayloadTooLargeError as exc:
                 try:
                     halves = split_body(part)
@@ -81,6 +84,18 @@ class RequestBatchHttpOperator(HttpOperator):
                     len(body_records(halves[1])),
                 )
                 pending[:0] = halves
+                continue
+            parts.append(ack)
+            log.info(
+                "batch %d/%d: %d records, %.1f KiB -> HTTP %s in %.0f ms%s",
+                self.batch_index + 1,
+                self.batch_count,
+                ack["accepted"],
+                len(part) / 1024,
+                ack["status"],
+                (time.perf_counter() - started) * 1000,
+                " (duplicate)" if ack["duplicate"] else "",
+            )
         return {"batch_index": self.batch_index, "parts": parts}
 
 

@@ -221,7 +221,12 @@ def build_batch(
         log.warning("... and %d more quarantined rows", len(result.rejected) - _LOGGED_REJECTS)
     if body is None:
         return None
-    return {"data": body, "headers": request_headers(key), "batch_index": bounds.index}
+    return {
+        "data": body,
+        "headers": request_headers(key),
+        "batch_index": bounds.index,
+        "batch_count": bounds.count,
+    }
 
 
 def as_post_kwargs(built: Mapping[str, Any] | None) -> Mapping[str, Any]:

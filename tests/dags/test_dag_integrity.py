@@ -80,6 +80,7 @@ def _restriction(dag):
 
 
 def test_catches_up_in_order(sync_dag):
+    assert load_settings({}).catchup is True
     assert sync_dag.catchup is True
     assert sync_dag.max_active_runs == 1
     assert sync_dag.start_date == load_settings().start_date
