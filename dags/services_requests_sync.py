@@ -95,7 +95,8 @@ SETTINGS = load_settings()
             minimum=1,
             maximum=50_000,
             title="Batch size",
-            description="Records per POST (and per mapped task). At most 1024 batches per hour.",
+            description="Records per POST (and per mapped task); raised automatically when an "
+            "hour would need more than 1024 batches, within the byte bound.",
         ),
         "max_batch_bytes": Param(
             SETTINGS.max_batch_bytes,
@@ -141,7 +142,9 @@ def services_requests_sync():
             "window_end": "{{ data_interval_end }}",
             "batch_size": "{{ params.batch_size }}",
             "max_batch_bytes": "{{ params.max_batch_bytes }}",
+            "max_batches": SETTINGS.max_batches,
         },
+        output_processor=tasks.check_plan,
     )
 
     @task(map_index_template="batch {{ task.op_kwargs['plan_row'][0] + 1 }}")

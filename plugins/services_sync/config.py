@@ -122,6 +122,7 @@ class Settings:
     naive_timezone: ZoneInfo
     default_batch_size: int
     max_batch_bytes: int
+    max_batches: int
     clock_skew: timedelta
     max_open_transaction: timedelta
     gate_poke_interval: timedelta
@@ -174,6 +175,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         naive_timezone=_zone(env, "SERVICES_SYNC_NAIVE_TIMEZONE", "UTC"),
         default_batch_size=_int(env, "SERVICES_SYNC_BATCH_SIZE", 1000, minimum=1),
         max_batch_bytes=_int(env, "SERVICES_SYNC_MAX_BATCH_BYTES", 1024 * 1024, minimum=1024),
+        # Airflow's [core] max_map_length: one mapped task per batch.
+        max_batches=_int(env, "SERVICES_SYNC_MAX_BATCHES", 1024, minimum=1),
         clock_skew=timedelta(seconds=_float(env, "SERVICES_SYNC_CLOCK_SKEW_S", 60.0)),
         max_open_transaction=timedelta(
             seconds=_float(env, "SERVICES_SYNC_MAX_OPEN_TRANSACTION_S", 1800.0, minimum=1.0)

@@ -117,6 +117,27 @@ def check_run_setup(
     return interval.label
 
 
+def check_plan(
+    results: list[Any], descriptions: Any, settings: Settings | None = None
+) -> list[Any]:
+    """``SQLExecuteQueryOperator.output_processor`` of ``plan_batches``: refuse an unmappable plan.
+
+    Each batch becomes one mapped task; Airflow refuses more than ``[core] max_map_length``.
+    """
+    settings = settings or load_settings()
+    for plan in results:
+        if plan and len(plan) > settings.max_batches:
+            rows, per_batch = plan[0][9], plan[0][8]
+            raise AirflowFailException(
+                f"The interval holds {rows} changed rows and only {per_batch} fit one body of "
+                f"max_batch_bytes, so it needs {len(plan)} batches, more than the "
+                f"{settings.max_batches} mapped tasks Airflow allows. Raise the max_batch_bytes "
+                "param (and the receiver's limit), or [core] max_map_length together with "
+                "SERVICES_SYNC_MAX_BATCHES."
+            )
+    return results
+
+
 def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> bool:
     """``SqlSensor.failure`` of the late-commit gate: raise, naming the fix, instead of waiting.
 

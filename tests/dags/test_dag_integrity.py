@@ -139,7 +139,7 @@ def test_sql_operators_use_the_source_connection_and_bind_parameters(sync_dag):
     assert (
         placeholders(plan.sql)
         == set(plan.parameters)
-        == {"window_start", "window_end", "batch_size", "max_batch_bytes"}
+        == {"window_start", "window_end", "batch_size", "max_batch_bytes", "max_batches"}
     )
     assert "{{" not in plan.sql  # values are bind parameters, never rendered into the SQL
 

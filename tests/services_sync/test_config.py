@@ -65,3 +65,15 @@ def test_start_date_is_read_as_utc():
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(env)
+
+
+def test_plans_beyond_the_mapped_task_limit_are_refused_with_the_fix():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from services_sync.tasks import check_plan
+
+    settings = load_settings({"SERVICES_SYNC_MAX_BATCHES": "2"})
+    row = [0, 3, "a", "", "", "b", "", "", 5, 15]
+    assert check_plan([[row, row]], None, settings) == [[row, row]]
+    with pytest.raises(AirflowFailException, match="needs 3 batches, more than the 2 mapped tasks"):
+        check_plan([[row, row, row]], None, settings)

@@ -1,6 +1,7 @@
 -- Plan the keyset batches of one data interval; returns one small row per batch, never the data.
 -- Params (bind): window_start, window_end (timestamptz, half-open [start, end)),
--- batch_size (int, max records per batch), max_batch_bytes (int, max JSON body size).
+-- batch_size (int, records per batch), max_batch_bytes (int, max JSON body size),
+-- max_batches (int, Airflow's max_map_length: one mapped task per batch).
 --
 -- Sort key: (last_modified_date, request_id, service_id), NULL ids as '' and compared with the
 -- "C" collation so the order is total and identical in this plan and in fetch_batch.sql.
@@ -10,8 +11,10 @@
 --
 -- Bytes: a record's JSON is at most 150 bytes plus its two ids, escaped as the body escapes them
 -- (ASCII-only JSON: a non-ASCII character takes up to 5 more bytes than one). The interval's
--- largest record sets how many records fit in max_batch_bytes; the batch size is the smaller of
--- that and batch_size, so no body can exceed the byte bound.
+-- largest record sets how many records fit in max_batch_bytes. Records per batch: batch_size,
+-- raised when the interval would otherwise need more than max_batches batches, and never more
+-- than fit the byte bound (so no body exceeds it; an interval that needs more batches than
+-- max_batches is refused by the caller with a message).
 -- Timestamps leave as text: XCom would turn a datetime into a float and lose microseconds.
 WITH keys AS (
     SELECT sr.last_modified_date AS lmd,
@@ -21,16 +24,21 @@ WITH keys AS (
     WHERE sr.last_modified_date >= %(window_start)s::timestamptz
       AND sr.last_modified_date <  %(window_end)s::timestamptz
 ),
+fits AS (
+    SELECT greatest(1, (%(max_batch_bytes)s::int - 16) / max(
+               150
+               + length(to_json(rid::text)::text) + 5 * (octet_length(rid) - length(rid))
+               + length(to_json(sid::text)::text) + 5 * (octet_length(sid) - length(sid))
+           )) AS by_bytes,
+           count(*) AS total
+    FROM keys
+),
 sizing AS (
     SELECT least(
-               %(batch_size)s::int,
-               greatest(1, (%(max_batch_bytes)s::int - 16) / max(
-                   150
-                   + length(to_json(rid::text)::text) + 5 * (octet_length(rid) - length(rid))
-                   + length(to_json(sid::text)::text) + 5 * (octet_length(sid) - length(sid))
-               ))
+               by_bytes,
+               greatest(%(batch_size)s::int, ceil(total::numeric / %(max_batches)s::int)::int)
            ) AS rows_per_batch
-    FROM keys
+    FROM fits
 ),
 numbered AS (
     SELECT lmd, rid, sid,
