@@ -57,9 +57,7 @@ UNCHANGED_TOAST = Unchanged.TOAST
 #: A column value as sent: text (``'t'``), binary (``'b'``), NULL (``'n'``) or unchanged TOAST.
 RawValue: TypeAlias = str | bytes | Unchanged | None
 #: A column value after type conversion (:func:`convert_value`).
-Value: TypeAlias = (
-    str | int | float | bool | Decimal | datetime | date | bytes | Unchanged | None
-)
+Value: TypeAlias = str | int | float | bool | Decimal | datetime | date | bytes | Unchanged | None
 #: The columns of one tuple, in the relation's column order.
 TupleData: TypeAlias = tuple[RawValue, ...]
 
@@ -713,9 +711,7 @@ class _Pending:
     """A transaction between its Begin and its Commit."""
 
     begin: Begin
-    items: list[Insert | Update | Delete | Truncate | LogicalMessage] = field(
-        default_factory=list
-    )
+    items: list[Insert | Update | Delete | Truncate | LogicalMessage] = field(default_factory=list)
     origin: Origin | None = None
 
 
@@ -878,12 +874,10 @@ class ChangeDecoder:
                 f"tuple of {len(values)} columns for {relation.qualified_name}, "
                 f"which has {len(relation.columns)}"
             )
+        pairs = zip(relation.columns, values, strict=True)
         if not self._convert:
-            return {column.name: value for column, value in zip(relation.columns, values, strict=True)}
-        return {
-            column.name: convert_value(value, column.type_oid)
-            for column, value in zip(relation.columns, values, strict=True)
-        }
+            return {column.name: value for column, value in pairs}
+        return {column.name: convert_value(value, column.type_oid) for column, value in pairs}
 
     def _old(
         self, relation: Relation, kind: Literal["K", "O"] | None, values: TupleData | None
