@@ -1,0 +1,85 @@
+"""Airflow UI plugin: the "Sync status" view of the services_requests_sync delivery ledger.
+
+How Airflow 3.3 wires it (the logic lives in :mod:`services_sync.status`):
+
+* ``fastapi_apps``: ``airflow/api_fastapi/app.py`` ``init_plugins()`` mounts each entry's
+  ``app`` on the API server at its ``url_prefix`` (any prefix but the reserved ``/api/v2``,
+  ``/ui``, ``/execution``, ``/auth``, ``/pluginsv2``), before the UI's catch-all route. Mounted
+  apps share the API server's middlewares, process and Airflow configuration, but not its
+  authentication: the routes here require the DAG's read permission themselves, with Airflow's
+  own ``requires_access_dag`` (the UI's ``_token`` cookie is sent to the same origin).
+* ``external_views``: ``airflow/plugins_manager.py`` ``_get_ui_plugins()`` keeps the views that
+  have a ``url_route``; the React UI adds a nav entry for each ``destination: "nav"`` view and,
+  at ``/plugin/<url_route>``, shows ``href`` in an iframe (fields: ``ExternalViewResponse`` in
+  ``airflow/api_fastapi/core_api/datamodels/plugins.py``). ``nav_top_level`` puts the entry in
+  the main nav rather than under a "Plugins" menu.
+
+Every Airflow component imports this module (task runners too, for macros), so nothing heavy is
+imported at module level: the FastAPI app and Airflow's API security are built on first access
+of ``fastapi_apps``, which only the API server (and ``airflow plugins``) reads.
+"""
+
+from __future__ import annotations
+
+from base64 import b64encode
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow.configuration import conf
+from airflow.plugins_manager import AirflowPlugin
+
+from services_sync import status
+
+
+def _icon(color: str) -> str:
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" '
+        f'stroke="{color}" stroke-width="2" stroke-linecap="round">'
+        '<path d="M4 20h16M7 16v-5M12 16V6M17 16v-8"/></svg>'
+    )
+    return "data:image/svg+xml;base64," + b64encode(svg.encode()).decode()
+
+
+def _href() -> str:
+    # The iframe's src, relative to the UI's origin: under [api] base_url's path, if any.
+    root = urlsplit(conf.get("api", "base_url", fallback="") or "/").path.rstrip("/")
+    return f"{root}{status.URL_PREFIX}/"
+
+
+def build_app() -> Any:
+    """The status app with Airflow's authentication and DAG read permission on every route."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from fastapi import Depends
+
+    return status.create_app(
+        status.load_report,
+        dependencies=[
+            Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=status.DAG_ID))
+        ],
+        login_url=lambda next_url: get_auth_manager().get_url_login(next_url=next_url),
+    )
+
+
+class ServicesSyncStatusPlugin(AirflowPlugin):
+    """Adds "Sync status" to the Airflow UI nav: the delivery ledger, hour by hour."""
+
+    name = "services_sync_status"
+    external_views = [  # noqa: RUF012 - the plugin interface is a class attribute
+        {
+            "name": "Sync status",
+            "href": _href(),
+            "url_route": "sync-status",
+            "destination": "nav",
+            "nav_top_level": True,
+            "icon": _icon("#718096"),
+            "icon_dark_mode": _icon("#e2e8f0"),
+        }
+    ]
+
+    @cached_property
+    def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """Built on first access (API server only), not at import."""
+        return [{"app": build_app(), "url_prefix": status.URL_PREFIX, "name": "Sync status"}]
