@@ -7,8 +7,10 @@ metadata database for ``dag.test()``. Nothing depends on services someone left o
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Airflow reads its configuration when first imported: set the environment before that.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="services-sync-airflow-"))
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_AIRFLOW_HOME),

@@ -1,0 +1,206 @@
+"""The receiver misbehaves: down, overloaded, slow, cut off, rejecting. Every run reconciles."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from tests.reliability.harness import (
+    HOUR,
+    H,
+    add_faults,
+    clear_faults,
+    count_ledger_rows,
+    insert,
+    inspect,
+    interval,
+    ledger,
+    pending_faults,
+    receiver_log,
+    resume_run,
+    rows_for,
+    run_interval,
+    task_instances,
+    wait_for,
+)
+from tests.reliability.reconcile import reconcile
+
+pytestmark = pytest.mark.e2e
+
+
+def test_receiver_down_connection_refused_then_back_up(dag, source_db, own_receiver):
+    insert(source_db, rows_for(H, 45, "DOWN") + rows_for(H + HOUR, 5, "NEXT"))
+    own_receiver.stop()
+
+    def bring_back() -> None:
+        # Back 1.5 s after the last batch is built: the first POSTs meet a closed port, and a
+        # batch has 4 tries spread over at least 2 s of backoff (plus dag.test's 1 s polling).
+        wait_for(lambda: count_ledger_rows(source_db) >= 3, timeout_s=60, what="3 built batches")
+        timer = threading.Timer(1.5, own_receiver.start)
+        timer.start()
+        timer.join()
+
+    restarter = threading.Thread(target=bring_back, daemon=True)
+    restarter.start()
+    run = run_interval(dag, H, batch_size=15)
+    restarter.join(timeout=30)
+
+    assert run.state == "success"
+    assert own_receiver.running
+    tries = [ti.try_number for ti in task_instances(run, "post_batch")]
+    assert len(tries) == 3
+    assert max(tries) >= 2, f"no POST met the closed port (tries {tries})"
+    assert [row["attempts"] for row in ledger(source_db, run.run_id)] == tries
+    reconcile(source_db, own_receiver.url, [interval(H)])
+
+
+def test_503_storm_across_batches(dag, source_db, receiver):
+    insert(source_db, rows_for(H, 60, "STORM"))
+    add_faults(receiver.url, {"status": 503, "retry_after": "0", "times": 6})
+
+    run = run_interval(dag, H, batch_size=15)
+
+    assert run.state == "success"
+    assert inspect(receiver.url, "stats")["faults_served"] == 6
+    posts = task_instances(run, "post_batch")
+    assert len(posts) == 4
+    # A 503 is answered, not a lost connection: one failed try each, no in-try resend.
+    assert sum(ti.try_number - 1 for ti in posts) == 6
+    assert all(row["http_status"] == 200 for row in ledger(source_db, run.run_id))
+    result = reconcile(source_db, receiver.url, [interval(H)])
+    assert len(result.expected) == 60
+    assert inspect(receiver.url, "stats")["duplicates"] == 0
+
+
+def test_429_retry_after_is_honored_and_capped(dag, source_db, receiver):
+    """Retry-After in seconds, as an HTTP-date and absurdly long: the wait is honored, capped.
+
+    The cap in tests is SERVICES_SYNC_MAX_RETRY_AFTER_S=2, and the backoff of a first retry is
+    at most 0.5 s (SERVICES_SYNC_RETRY_DELAY_S), so a wait of 2 s proves the header was read.
+    """
+    insert(source_db, rows_for(H, 40, "SLOW"))
+    in_an_hour = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    asked = ["2", in_an_hour, "3600"]
+    add_faults(receiver.url, *({"status": 429, "retry_after": value} for value in asked))
+
+    with receiver_log() as log:
+        run = run_interval(dag, H, batch_size=20)
+
+    assert run.state == "success"
+    assert pending_faults(receiver.url) == []
+    throttled = [r for r in log.requests if r.fault == "status=429"]
+    assert len(throttled) == 3
+    for value, first in zip(asked, throttled, strict=True):
+        retry = log.after(first)
+        assert retry is not None, f"the batch throttled with Retry-After {value!r} never came back"
+        gap = retry.at - first.at
+        assert 1.95 <= gap <= 15, f"Retry-After {value!r}: retried after {gap:.2f} s, want ~2 s"
+    reconcile(source_db, receiver.url, [interval(H)])
+
+
+def test_responses_slower_than_the_timeout(dag, source_db, receiver):
+    """The receiver stores the batch but answers after the client gave up (7 s > 5 s timeout).
+
+    Both in-try attempts of the first try time out (the fault applies twice); the first request
+    is stored at 7 s. The task retries and the same body with the same key is acknowledged as a
+    duplicate: nothing is stored twice.
+    """
+    insert(source_db, rows_for(H, 30, "TIMEOUT"))
+    add_faults(receiver.url, {"delay_s": 7, "times": 2})
+
+    with receiver_log() as log:
+        run = run_interval(dag, H, batch_size=15)
+        # The second delayed request is processed after the client gave up on it, too.
+        wait_for(
+            lambda: inspect(receiver.url, "stats")["duplicates"] == 2,
+            timeout_s=10,
+            what="both resends of the slow batch to be acknowledged as duplicates",
+        )
+
+    assert run.state == "success"
+    assert pending_faults(receiver.url) == []
+    rows = ledger(source_db, run.run_id)
+    slow = [row for row in rows if row["duplicate"]]
+    assert len(slow) == 1, rows
+    assert slow[0]["attempts"] == 2
+    seen = [r for r in log.requests if r.is_for(slow[0]["idempotency_key"])]
+    assert [r.fault for r in seen if r.fault] == ["delay_s=7", "delay_s=7"]
+    # Stored once, by the first request (answered at 7 s, too late); every resend, including
+    # the task's retry whose ack the ledger holds, carried the same key and was a duplicate.
+    assert [(r.status, r.duplicate) for r in seen if not r.fault] == [
+        (200, False),
+        (200, True),
+        (200, True),
+    ]
+    batches = inspect(receiver.url, "batches")
+    assert sorted(b["idempotency_key"] for b in batches) == sorted(
+        row["idempotency_key"] for row in rows
+    )
+    result = reconcile(source_db, receiver.url, [interval(H)])
+    assert result.redelivered == {}
+
+
+def test_connection_dropped_mid_body_and_before_response(dag, source_db, receiver):
+    """A cut response after the batch was stored, then a cut before anything was stored.
+
+    ``delay_s: 0`` is a pass-through, so the first batch gets mid_body then a normal answer
+    (its in-try resend) and the second batch gets before_response then a normal answer.
+    """
+    insert(source_db, rows_for(H, 40, "DROP"))
+    add_faults(receiver.url, {"drop": "mid_body"}, {"delay_s": 0}, {"drop": "before_response"})
+
+    with receiver_log() as log:
+        run = run_interval(dag, H, batch_size=20)
+
+    assert run.state == "success"
+    assert pending_faults(receiver.url) == []
+    assert [r.fault for r in log.requests if r.fault and r.fault.startswith("drop")] == [
+        "drop=mid_body",
+        "drop=before_response",
+    ]
+    rows = ledger(source_db, run.run_id)
+    # Resent within the first try (connect_retry_args): no task retry was needed.
+    assert [row["attempts"] for row in rows] == [1, 1]
+    # mid_body: stored, so the resend is a duplicate; before_response: nothing stored.
+    assert sorted(row["duplicate"] for row in rows) == [False, True]
+    stats = inspect(receiver.url, "stats")
+    assert (stats["batches"], stats["duplicates"]) == (2, 1)
+    reconcile(source_db, receiver.url, [interval(H)])
+
+
+def test_a_400_for_one_batch_fails_fast_and_clearing_delivers_the_rest(
+    dag, source_db, receiver, capsys
+):
+    insert(source_db, rows_for(H, 60, "REJECT"))
+    add_faults(receiver.url, {"status": 400})
+
+    run = run_interval(dag, H, batch_size=15)
+
+    assert run.state == "failed"
+    posts = task_instances(run, "post_batch")
+    assert sorted(ti.state for ti in posts) == ["failed", "success", "success", "success"]
+    rejected = next(ti for ti in posts if ti.state == "failed")
+    assert rejected.try_number == 1, "a 400 must not be retried"
+    key = next(
+        row["idempotency_key"]
+        for row in ledger(source_db, run.run_id)
+        if row["batch_index"] == rejected.map_index
+    )
+    # The task's exception (in its log) names the batch and carries the receiver's reason.
+    assert f"Batch {key} was rejected: HTTP 400 rejected the batch: injected fault" in (
+        capsys.readouterr().out
+    )
+    stats = inspect(receiver.url, "stats")
+    assert (stats["batches"], stats["rejected"]) == (3, 0)
+    assert task_instances(run, "record_delivery")[0].state == "upstream_failed"
+
+    clear_faults(receiver.url)
+    resumed = resume_run(dag, run.run_id)
+
+    assert resumed.state == "success"
+    stats = inspect(receiver.url, "stats")
+    assert (stats["batches"], stats["duplicates"]) == (4, 0)
+    reconcile(source_db, receiver.url, [interval(H)])
