@@ -9,8 +9,9 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 COMPOSE_BIN := $(VENV)/tools/docker-compose
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help install demo test lint fmt receiver airflow-parse lock bench clean
+.PHONY: help install demo airflow test lint fmt receiver airflow-parse lock bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,6 +38,9 @@ $(COMPOSE_BIN): requirements-tools.txt
 demo: $(STAMP) ## Run the DAG for a few hours on an embedded PostgreSQL and the reference receiver
 	$(BIN)/python -m devkit.demo
 
+airflow: $(STAMP) ## The Airflow UI (airflow standalone) on this DAG with data to sync; admin / admin
+	$(BIN)/python -m devkit.airflow_ui
+
 test: $(STAMP) $(COMPOSE_BIN) ## Install, lint and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,9 +57,15 @@ fmt: $(STAMP) ## Fix what ruff can fix
 receiver: $(STAMP) ## Run the reference receiver on http://127.0.0.1:8000
 	$(BIN)/python -m devkit.receiver --host 127.0.0.1 --port 8000
 
+bench: $(STAMP) ## Benchmark the DAG vs the floor and two peers (1k/100k/1M rows) -> bench/results.md
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP) ## The same benchmark on 1k rows only (~2 min) -> bench/.work/smoke/results.md
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
+
 lock: ## Re-resolve requirements*.txt from requirements*.in (needs uv)
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
 clean: ## Remove the virtualenv, demo workspace and caches
-	rm -rf $(VENV) .demo .tmp .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .demo .airflow .tmp .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,346 @@
+"""Real Airflow components in the background, for the operate tests.
+
+:class:`AirflowStack` runs the ``airflow`` CLI and long-lived components (scheduler,
+dag-processor, api-server, or ``airflow standalone``) as subprocesses, each in its own process
+group with its output in a log file, and stops everything it started: SIGTERM (or SIGINT) to
+each component, SIGTERM to what is left of its process group, then SIGKILL to whatever remains.
+
+Finding "whatever is left" is the hard part. Airflow puts every task process in a process group
+of its own (``os.setpgid`` in the task supervisor), and ``setproctitle`` overwrites the memory
+``/proc/<pid>/environ`` reads, so neither the process group nor an environment marker finds all
+descendants. The working directory does: every process is started in a directory of its own
+(:attr:`AirflowStack.workdir`) and Airflow never changes directory, so a process whose
+``/proc/<pid>/cwd`` is that directory was started by this stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "services_requests_sync"
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    from devkit.pgcluster import free_port as _free_port
+
+    return _free_port()
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    diagnostics: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    Args:
+        predicate: Called repeatedly; an exception it raises propagates (fail fast).
+        timeout: Upper bound in seconds.
+        what: What is awaited, for the failure message.
+        interval: Pause between polls.
+        diagnostics: Called on timeout; its text is appended to the failure message.
+
+    Returns:
+        The first truthy value.
+
+    Raises:
+        AssertionError: On timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = f"\n{diagnostics()}" if diagnostics else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def metadata_dsn(sql_alchemy_conn: str) -> str:
+    """The libpq URL of a ``postgresql+psycopg://`` SQLAlchemy URL."""
+    scheme, rest = sql_alchemy_conn.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"
+
+
+def airflow_env(
+    home: Path,
+    sql_alchemy_conn: str,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of every Airflow process of a stack.
+
+    Starts from ``os.environ`` (so ``AIRFLOW_CONN_*`` and ``SERVICES_SYNC_*`` set by fixtures
+    reach the components), drops inherited ``AIRFLOW__*`` settings, and points Airflow at
+    ``home``, this repository's ``dags/`` and ``plugins/`` and the metadata database.
+
+    Args:
+        home: ``AIRFLOW_HOME``.
+        sql_alchemy_conn: Metadata database URL.
+        overrides: Extra variables, applied last.
+
+    Returns:
+        The environment.
+    """
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("AIRFLOW__") and name not in {"AIRFLOW_HOME", "AIRFLOW_CONFIG"}
+    }
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            # The scheduler and the api-server must share the JWT secret (task tokens), and
+            # the log servers of the scheduler and triggerer must not collide with another
+            # Airflow on this machine.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            # `airflow standalone` starts its components as `airflow ...` from PATH.
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides or {})
+    return env
+
+
+@dataclass
+class Component:
+    """A long-lived process of the stack.
+
+    Attributes:
+        name: e.g. ``scheduler``.
+        process: The process (leader of its own process group).
+        log_path: Its stdout and stderr.
+    """
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A running process started by the stack."""
+
+    pid: int
+    pgid: int
+    cmdline: str
+
+
+class AirflowStack:
+    """Airflow CLI runs and background components sharing one environment.
+
+    Args:
+        home: ``AIRFLOW_HOME``; logs go to ``home/component-logs``.
+        env: The environment, see :func:`airflow_env`.
+
+    Attributes:
+        meta_dsn: libpq URL of the metadata database (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``).
+        api_url: Base URL of the api-server (from ``AIRFLOW__API__PORT``, default 8080).
+    """
+
+    def __init__(self, home: Path, env: Mapping[str, str]) -> None:
+        self.home = home
+        self.env = dict(env)
+        self.meta_dsn = metadata_dsn(self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        self.api_url = f"http://127.0.0.1:{self.env.get('AIRFLOW__API__PORT', '8080')}"
+        self.workdir = home / "cwd"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = home / "component-logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.components: list[Component] = []
+        self.force_killed: list[ProcessInfo] = []
+
+    # -- the CLI -------------------------------------------------------------------------------
+    def cli(self, *args: str, timeout: float = 180, check: bool = True) -> str:
+        """Run ``airflow <args>`` and return its stdout.
+
+        Raises:
+            AssertionError: If ``check`` and it exits non-zero (with its output).
+        """
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"airflow {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+            )
+        return result.stdout
+
+    # -- components ----------------------------------------------------------------------------
+    def start(self, name: str, *command: str) -> Component:
+        """Start ``command`` (default ``airflow <name>``) in the background, in a new session."""
+        argv = list(command) or [sys.executable, "-m", "airflow", name]
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        component = Component(name, process, log_path)
+        self.components.append(component)
+        return component
+
+    def log(self, name: str) -> str:
+        """What a component wrote so far."""
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def check_running(self) -> None:
+        """Fail at once, with its log, if a component exited."""
+        for component in self.components:
+            code = component.process.poll()
+            if code is not None:
+                raise AssertionError(
+                    f"{component.name} exited with {code}:\n{self.log(component.name)[-4000:]}"
+                )
+
+    def diagnostics(self, tail: int = 3000) -> str:
+        """Exit codes and the end of every component's log."""
+        parts = []
+        for component in self.components:
+            code = component.process.poll()
+            state = "running" if code is None else f"exited {code}"
+            parts.append(
+                f"--- {component.name} ({state}), {component.log_path}:\n"
+                f"{self.log(component.name)[-tail:]}"
+            )
+        return "\n".join(parts)
+
+    # -- stopping ------------------------------------------------------------------------------
+    def processes(self) -> list[ProcessInfo]:
+        """Running processes this stack started (directly or not), zombies excluded."""
+        return processes_in(self.workdir)
+
+    def stop(
+        self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0
+    ) -> list[ProcessInfo]:
+        """Stop every component, newest first, then kill whatever is left.
+
+        Each component gets ``sig`` and up to ``timeout`` seconds to exit with everything in
+        its process group; what is left of the group then gets SIGTERM and 10 more seconds.
+        Finally every process still running from :attr:`workdir` gets SIGKILL.
+
+        Only the component itself gets ``sig`` at first, not its whole group: a scheduler
+        stops its LocalExecutor workers (and their forkserver) itself, and signalling them at
+        the same time can leave some behind.
+
+        Returns:
+            What had to be killed with SIGKILL (also kept in :attr:`force_killed`).
+        """
+        for component in reversed(self.components):
+            pgid = component.process.pid
+            stages = (
+                (lambda pgid=pgid: os.kill(pgid, sig), timeout),
+                (lambda pgid=pgid: os.killpg(pgid, signal.SIGTERM), 10.0),
+            )
+            for send, wait_s in stages:
+                if component.process.poll() is not None and not _group_alive(pgid):
+                    break
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    send()
+                deadline = time.monotonic() + wait_s
+                while time.monotonic() < deadline:
+                    if component.process.poll() is not None and not _group_alive(pgid):
+                        break
+                    time.sleep(0.2)
+        killed = self.processes()
+        for info in killed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(info.pid, signal.SIGKILL)
+        for component in self.components:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.force_killed.extend(killed)
+        return killed
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a non-zombie process of process group ``pgid`` still runs."""
+    for pid in _pids():
+        state, group = _stat(pid)
+        if group == pgid and state not in {"Z", "X", ""}:
+            return True
+    return False
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _stat(pid: int) -> tuple[str, int]:
+    """``(state, pgid)`` of a process, ``("", -1)`` if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return "", -1
+    return fields[0], int(fields[2])
+
+
+def processes_in(workdir: Path) -> list[ProcessInfo]:
+    """Running processes (zombies excluded) whose working directory is ``workdir``."""
+    found = []
+    target = str(workdir.resolve())
+    for pid in _pids():
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") != target:
+                continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        state, pgid = _stat(pid)
+        if state in {"Z", "X", ""}:
+            continue
+        text = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        found.append(ProcessInfo(pid, pgid, text))
+    return found
+
+
+def rows(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Rows of a query on a PostgreSQL database (a fresh connection each time)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        return conn.execute(sql, params).fetchall()
