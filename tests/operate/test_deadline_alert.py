@@ -1,0 +1,132 @@
+"""A stuck run raises the DeadlineAlert: scheduler + triggerer deliver it to a real SMTP server.
+
+``dag.test()`` cannot run a DAG with a ``DeadlineAlert`` in Airflow 3.3.2, so this is the only
+place the stuck-run alert is exercised, on the production path: the scheduler notices the missed
+deadline and the triggerer runs ``services_sync.alerts.deadline_missed``.
+
+The run is made stuck on purpose: a clock-skew margin of a day keeps the late-commit gate
+waiting, and the deadline is 18 s after the run was queued.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.policy import default as email_policy
+
+import pendulum
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.operate.airflow_stack import DAG_ID, AirflowStack, airflow_env, free_port, wait_until
+from tests.operate.test_backfill_scheduler import (
+    FORKSERVER_PRELOAD,
+    STARTUP_TIMEOUT_S,
+    _dag_serialized,
+    _healthy,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
+        return "250 OK"
+
+
+@pytest.fixture
+def inbox(monkeypatch) -> Iterator[_Inbox]:
+    box = _Inbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_ALERTS_SMTP",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": controller.port,
+                "extra": {
+                    "disable_ssl": True,
+                    "disable_tls": True,
+                    "from_email": "sync@example.test",
+                },
+            }
+        ),
+    )
+    monkeypatch.setenv("SERVICES_SYNC_ALERT_EMAIL_TO", "oncall@example.test")
+    yield box
+    controller.stop()
+
+
+def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, inbox, tmp_path):
+    meta = pg_cluster.create_database(f"airflow_{uuid.uuid4().hex[:10]}")
+    api_port = free_port()
+    hour = pendulum.now("UTC").start_of("hour").subtract(hours=2)
+    env = airflow_env(
+        tmp_path / "airflow",
+        "postgresql+psycopg" + meta[len("postgresql") :],
+        {
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": ",".join(FORKSERVER_PRELOAD),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "SERVICES_SYNC_START_DATE": hour.isoformat(),
+            "SERVICES_SYNC_CATCHUP": "off",
+            "SERVICES_SYNC_RUN_DEADLINE_MIN": "0.3",
+            "SERVICES_SYNC_GATE_POKE_S": "1",
+            "SERVICES_SYNC_CLOCK_SKEW_S": "86400",  # the gate waits: the run is stuck
+        },
+    )
+    airflow = AirflowStack(tmp_path / "airflow", env)
+    try:
+        airflow.cli("db", "migrate")
+        for component in ("api-server", "dag-processor", "scheduler", "triggerer"):
+            airflow.start(component)
+        wait_until(
+            lambda: _dag_serialized(airflow),
+            timeout=STARTUP_TIMEOUT_S,
+            what=f"the dag-processor to serialize {DAG_ID}",
+            diagnostics=airflow.diagnostics,
+        )
+        wait_until(
+            lambda: _healthy(airflow),
+            timeout=STARTUP_TIMEOUT_S,
+            what="the api-server to report a healthy scheduler and dag-processor",
+            diagnostics=airflow.diagnostics,
+        )
+        airflow.cli("dags", "unpause", DAG_ID)
+        airflow.cli("dags", "trigger", DAG_ID, "--logical-date", hour.add(hours=1).isoformat())
+        started = time.monotonic()
+        wait_until(
+            lambda: bool(inbox.messages),
+            timeout=180,
+            what="the deadline alert e-mail",
+            diagnostics=airflow.diagnostics,
+        )
+        (mail,) = inbox.messages
+        assert mail["Subject"] == f"[services-sync] {DAG_ID} run is not finished by its deadline"
+        body = mail.get_body().get_content()
+        assert "manual__" in body
+        assert "Deadline" in body
+        assert time.monotonic() - started >= 15, "the alert must wait for the deadline"
+    finally:
+        killed = airflow.stop()
+        left = airflow.processes()
+        assert not left, f"processes left running: {left}"
+        assert not killed, f"needed SIGKILL: {killed}"
