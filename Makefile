@@ -11,7 +11,7 @@ COMPOSE_BIN := $(VENV)/tools/docker-compose
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install demo airflow test lint fmt receiver airflow-parse lock bench clean
+.PHONY: help install demo airflow test lint fmt receiver airflow-parse lock bench bench-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies (uv)
@@ -60,7 +60,7 @@ receiver: $(STAMP) ## Run the reference receiver on http://127.0.0.1:8000
 bench: $(STAMP) ## Benchmark the DAG vs the floor and two peers (1k/100k/1M rows) -> bench/results.md
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-bench-smoke: $(STAMP) ## The same benchmark on 1k rows only (~2 min) -> bench/.work/smoke/results.md
+bench-smoke: $(STAMP) ## The same benchmark on 1k rows only (about a minute) -> bench/.work/smoke/results.md
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 lock: ## Re-resolve requirements*.txt from requirements*.in (needs uv)
