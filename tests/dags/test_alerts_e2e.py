@@ -5,57 +5,26 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
-from email import message_from_bytes
-from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pendulum
 import psycopg
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 from airflow.dag_processing.dagbag import DagBag
 
-from devkit.pgcluster import free_port
 from devkit.seed import insert_rows
+from tests.smtp_inbox import smtp_inbox
 
 pytestmark = pytest.mark.e2e
 
 H = pendulum.datetime(2025, 5, 14, 10, tz="UTC")
 
 
-class _Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
-        return "250 OK"
-
-
 @pytest.fixture
 def smtp_server(monkeypatch):
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SERVICES_ALERTS_SMTP",
-        json.dumps(
-            {
-                "conn_type": "smtp",
-                "host": "127.0.0.1",
-                "port": controller.port,
-                "extra": {
-                    "disable_ssl": True,
-                    "disable_tls": True,
-                    "from_email": "sync@example.test",
-                },
-            }
-        ),
-    )
-    monkeypatch.setenv("SERVICES_SYNC_ALERT_EMAIL_TO", "oncall@example.test")
-    yield inbox
-    controller.stop()
+    with smtp_inbox(monkeypatch) as inbox:
+        yield inbox
 
 
 @pytest.fixture

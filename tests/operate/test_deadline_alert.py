@@ -10,16 +10,11 @@ waiting, and the deadline is 18 s after the run was queued.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Iterator
-from email import message_from_bytes
-from email.policy import default as email_policy
 
 import pendulum
 import pytest
-from aiosmtpd.controller import Controller
 
 from tests.operate.airflow_stack import DAG_ID, AirflowStack, airflow_env, free_port, wait_until
 from tests.operate.test_backfill_scheduler import (
@@ -28,42 +23,15 @@ from tests.operate.test_backfill_scheduler import (
     _dag_serialized,
     _healthy,
 )
+from tests.smtp_inbox import smtp_inbox
 
 pytestmark = pytest.mark.e2e
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
-        return "250 OK"
-
-
 @pytest.fixture
-def inbox(monkeypatch) -> Iterator[_Inbox]:
-    box = _Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SERVICES_ALERTS_SMTP",
-        json.dumps(
-            {
-                "conn_type": "smtp",
-                "host": "127.0.0.1",
-                "port": controller.port,
-                "extra": {
-                    "disable_ssl": True,
-                    "disable_tls": True,
-                    "from_email": "sync@example.test",
-                },
-            }
-        ),
-    )
-    monkeypatch.setenv("SERVICES_SYNC_ALERT_EMAIL_TO", "oncall@example.test")
-    yield box
-    controller.stop()
+def inbox(monkeypatch):
+    with smtp_inbox(monkeypatch) as inbox:
+        yield inbox
 
 
 def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, inbox, tmp_path):
