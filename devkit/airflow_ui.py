@@ -47,10 +47,16 @@ import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from devkit.demo import DemoError, seed_source
+from devkit.demo import (
+    DemoError,
+    raise_keyboard_interrupt,
+    seed_source,
+    show_path,
+    stop_stale_postgres,
+)
+from devkit.pgcluster import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = ROOT / ".airflow"
@@ -100,33 +106,11 @@ def prepare_home(home: Path) -> Path:
                 f"--home {home} is not empty and was not made by devkit.airflow_ui; pick "
                 "another directory (it is wiped on every start)"
             )
-        _stop_stale_postgres(home / "pg" / "data")
+        stop_stale_postgres(home / "pg" / "data")
         shutil.rmtree(home)
     home.mkdir(parents=True)
     (home / _MARKER).write_text("Workspace of python -m devkit.airflow_ui; wiped on every run.\n")
     return home
-
-
-def _stop_stale_postgres(data_dir: Path) -> None:
-    """Stop a cluster a killed earlier run left behind (its pid file names the postmaster)."""
-    try:
-        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if _comm(pid) != "postgres":
-        return
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGQUIT)
-    deadline = time.monotonic() + 10
-    while _comm(pid) == "postgres" and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def _comm(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
 
 
 def port_is_free(port: int) -> bool:
@@ -137,13 +121,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pick_port(requested: int | None, default: int, what: str) -> int:
@@ -434,22 +411,11 @@ def _interval(start: datetime | None, end: datetime | None) -> str:
     return f"{start.astimezone(UTC):%Y-%m-%dT%H:%MZ} → {end.astimezone(UTC):%H:%MZ}"
 
 
-def _show(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # when this process was started with SIGINT ignored (a background job of a script): it
     # would pass that on to `airflow standalone`, which then could not be stopped with SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     stack: Stack | None = None
     status = 0
     try:
@@ -546,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours)
         print(
             f"services-sync on Airflow: {args.hours} hourly run(s) to catch up from "
-            f"{first_hour:%Y-%m-%dT%H:%MZ}, workspace {_show(home)}/"
+            f"{first_hour:%Y-%m-%dT%H:%MZ}, workspace {show_path(home)}/"
         )
         api_port = pick_port(args.port, DEFAULT_PORT, "Airflow UI")
         receiver_port = pick_port(args.receiver_port, DEFAULT_RECEIVER_PORT, "receiver")
@@ -575,7 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.start_airflow(env)
         api_url = f"http://127.0.0.1:{api_port}"
         print(
-            f"starting     airflow standalone (log: {_show(stack.log_path)}) … ", end="", flush=True
+            f"starting     airflow standalone (log: {show_path(stack.log_path)}) … ",
+            end="",
+            flush=True,
         )
         started = time.monotonic()
         while not is_healthy(health(api_url)):
@@ -587,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("failed")
                 print(
                     f"Airflow did not become healthy in {STARTUP_TIMEOUT_S} s; see "
-                    f"{_show(stack.log_path)}",
+                    f"{show_path(stack.log_path)}",
                     file=sys.stderr,
                 )
                 return 1
@@ -601,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("  stop         Ctrl-C (stops Airflow, the receiver and PostgreSQL)")
         print()
         follow_runs(stack)
-        print("\nairflow standalone stopped by itself; see " + _show(stack.log_path))
+        print("\nairflow standalone stopped by itself; see " + show_path(stack.log_path))
         print(_tail(stack.log_path), file=sys.stderr)
         status = 1
     except (SetupError, DemoError) as exc:
@@ -616,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             killed = stack.stop()
             if killed:
                 print("killed what did not stop in time: " + "; ".join(killed), file=sys.stderr)
-            print(f"stopped; logs in {_show(stack.home)}/")
+            print(f"stopped; logs in {show_path(stack.home)}/")
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return status
 

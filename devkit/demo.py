@@ -132,17 +132,17 @@ def prepare_workspace(workdir: Path) -> Path:
                 f"--workdir {workdir} is not empty and was not made by the demo; "
                 "pick another directory (the demo wipes its workspace on every start)"
             )
-        _stop_stale_postgres(workdir / "pg")
+        stop_stale_postgres(workdir / "pg" / "data")
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     (workdir / _MARKER).write_text("Workspace of python -m devkit.demo; wiped on every run.\n")
     return workdir
 
 
-def _stop_stale_postgres(pg_dir: Path) -> None:
-    """Stop a cluster an interrupted demo left running in ``pg_dir`` (killed with SIGKILL)."""
+def stop_stale_postgres(data_dir: Path) -> None:
+    """Stop a cluster an interrupted run left running in ``data_dir`` (killed with SIGKILL)."""
     try:
-        pid = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
     if _process_name(pid) != "postgres":
@@ -246,7 +246,7 @@ def redirect_output(log_path: Path) -> Iterator[None]:
         os.close(saved[1])
 
 
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+def raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     """SIGTERM handler: unwind like Ctrl-C so the ``finally`` blocks clean up."""
     raise KeyboardInterrupt
 
@@ -411,7 +411,7 @@ def migrate_airflow_db(log_path: Path) -> None:
         )
     if result.returncode != 0:
         print("failed")
-        raise DemoError(f"airflow db migrate exited {result.returncode}; see {_show(log_path)}")
+        raise DemoError(f"airflow db migrate exited {result.returncode}; see {show_path(log_path)}")
     print(f"done ({time.monotonic() - started:.1f} s)")
 
 
@@ -732,7 +732,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _show(path: Path) -> str:
+def show_path(path: Path) -> str:
     """A path relative to the current directory when it is below it."""
     try:
         return str(path.relative_to(Path.cwd()))
@@ -818,7 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     started = time.monotonic()
     first_hour = FIRST_HOUR
     hours = [first_hour + timedelta(hours=i) for i in range(args.hours)]
@@ -829,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         services = Services(workdir)
         print(
             f"services-sync demo: {args.hours} hourly interval(s) from "
-            f"{first_hour:%Y-%m-%dT%H:%MZ}, workspace {_show(workdir)}/"
+            f"{first_hour:%Y-%m-%dT%H:%MZ}, workspace {show_path(workdir)}/"
         )
         services.start_source_db()
         if services.external:
@@ -867,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(result)
             print(f"{result.state:<8} ({result.seconds:.1f} s)")
             if not result.ok:
-                print(f"      {result.error or 'the run failed'}; log: {_show(log_path)}")
+                print(f"      {result.error or 'the run failed'}; log: {show_path(log_path)}")
 
         report = collect_report(services.dsn, services.receiver.url, runs)
         print_report(report)
@@ -878,14 +878,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failed or mismatched:
             print(
                 f"DEMO FAILED: {len(failed)} failed run(s), {len(mismatched)} interval(s) "
-                f"that do not match. Logs in {_show(workdir)}/"
+                f"that do not match. Logs in {show_path(workdir)}/"
             )
             status = 1
         else:
             print(
                 f"demo OK in {time.monotonic() - started:.0f} s: every interval sent, "
                 f"acknowledged and received the same rows. Airflow logs: "
-                f"{_show(workdir)}/airflow-run-*.log"
+                f"{show_path(workdir)}/airflow-run-*.log"
             )
             status = 0
         if args.keep:
