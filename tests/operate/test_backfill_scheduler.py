@@ -29,9 +29,9 @@ from services_sync.transform import transform_rows
 from tests.operate.airflow_stack import (
     DAG_ID,
     AirflowStack,
-    airflow_env,
     free_port,
     rows,
+    scheduler_stack_env,
     wait_until,
 )
 
@@ -40,15 +40,6 @@ pytestmark = pytest.mark.e2e
 RUN_DEADLINE_MIN = 30
 BATCH_SIZE = 5
 STARTUP_TIMEOUT_S = 180
-FORKSERVER_PRELOAD = (
-    "airflow.executors.local_executor",
-    "airflow.sdk.execution_time.supervisor",
-    "airflow.sdk.execution_time.task_runner",
-    "airflow.providers.common.sql.operators.sql",
-    "airflow.providers.common.sql.sensors.sql",
-    "airflow.providers.http.operators.http",
-    "airflow.providers.postgres.hooks.postgres",
-)
 BACKFILL_TIMEOUT_S = 240
 
 
@@ -65,32 +56,14 @@ def stack(pg_cluster, source_db, receiver, hours, tmp_path) -> Iterator[AirflowS
     """Scheduler, dag-processor and api-server on a fresh PostgreSQL metadata database."""
     meta = pg_cluster.create_database(f"airflow_{uuid.uuid4().hex[:10]}")
     api_port = free_port()
-    env = airflow_env(
+    env = scheduler_stack_env(
         tmp_path / "airflow",
-        "postgresql+psycopg" + meta[len("postgresql") :],
+        meta,
+        api_port,
         {
-            # LocalExecutor's task processes report to the Execution API of an api-server.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            # Only backfill runs: the scheduler creates no scheduled run of its own.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            # Speed only: LocalExecutor workers from a forkserver that has already imported the
-            # task runner and the providers the DAG uses, so each task process (forked from a
-            # worker) does not import them again; halves the time of a run on 2 cores.
-            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-            "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": ",".join(FORKSERVER_PRELOAD),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "SERVICES_SYNC_START_DATE": hours[0].isoformat(),
-            "SERVICES_SYNC_CATCHUP": "off",
             "SERVICES_SYNC_RUN_DEADLINE_MIN": str(RUN_DEADLINE_MIN),
-            "SERVICES_SYNC_GATE_POKE_S": "1",
             "SERVICES_SYNC_CLOCK_SKEW_S": "0",
             "SERVICES_SYNC_BATCH_SIZE": str(BATCH_SIZE),
         },

@@ -16,9 +16,14 @@ import uuid
 import pendulum
 import pytest
 
-from tests.operate.airflow_stack import DAG_ID, AirflowStack, airflow_env, free_port, wait_until
+from tests.operate.airflow_stack import (
+    DAG_ID,
+    AirflowStack,
+    free_port,
+    scheduler_stack_env,
+    wait_until,
+)
 from tests.operate.test_backfill_scheduler import (
-    FORKSERVER_PRELOAD,
     STARTUP_TIMEOUT_S,
     _dag_serialized,
     _healthy,
@@ -38,26 +43,13 @@ def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, i
     meta = pg_cluster.create_database(f"airflow_{uuid.uuid4().hex[:10]}")
     api_port = free_port()
     hour = pendulum.now("UTC").start_of("hour").subtract(hours=2)
-    env = airflow_env(
+    env = scheduler_stack_env(
         tmp_path / "airflow",
-        "postgresql+psycopg" + meta[len("postgresql") :],
+        meta,
+        api_port,
         {
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-            "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": ",".join(FORKSERVER_PRELOAD),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "SERVICES_SYNC_START_DATE": hour.isoformat(),
-            "SERVICES_SYNC_CATCHUP": "off",
             "SERVICES_SYNC_RUN_DEADLINE_MIN": "0.3",
-            "SERVICES_SYNC_GATE_POKE_S": "1",
             "SERVICES_SYNC_CLOCK_SKEW_S": "86400",  # the gate waits: the run is stuck
         },
     )
