@@ -11,6 +11,7 @@ error in the UI and in ``airflow dags list-import-errors``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -107,6 +108,22 @@ def _identifier(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _slot_name(env: Mapping[str, str]) -> str:
+    name = "SERVICES_SYNC_CDC_SLOT"
+    raw = _get(env, name, "services_sync")
+    # PostgreSQL's rule for replication slot names.
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", raw):
+        raise ConfigError(f"{name}={raw!r} may hold only lower-case letters, digits and _")
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = _get(env, name, default).lower()
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the DAG and its tasks read from the environment."""
@@ -141,6 +158,13 @@ class Settings:
     connect_attempts: int
     task_retries: int
     task_retry_delay: timedelta
+    cdc_slot: str
+    cdc_publication: str
+    cdc_create_slot: bool
+    cdc_collapse: bool
+    cdc_deletes: str
+    cdc_deleted_status_id: int
+    cdc_max_retained_wal_bytes: int
 
     @property
     def retry_budget(self) -> timedelta:
@@ -205,4 +229,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connect_attempts=_int(env, "SERVICES_SYNC_CONNECT_ATTEMPTS", 3, minimum=1),
         task_retries=_int(env, "SERVICES_SYNC_TASK_RETRIES", 3),
         task_retry_delay=timedelta(seconds=_float(env, "SERVICES_SYNC_TASK_RETRY_DELAY_S", 60.0)),
+        cdc_slot=_slot_name(env),
+        cdc_publication=_identifier(env, "SERVICES_SYNC_CDC_PUBLICATION", "services_sync_pub"),
+        cdc_create_slot=_switch(env, "SERVICES_SYNC_CDC_CREATE_SLOT", default=True),
+        cdc_collapse=_switch(env, "SERVICES_SYNC_CDC_COLLAPSE", default=True),
+        cdc_deletes=_choice(env, "SERVICES_SYNC_CDC_DELETES", ("skip", "status"), "skip"),
+        cdc_deleted_status_id=_int(
+            env, "SERVICES_SYNC_CDC_DELETED_STATUS_ID", -1, minimum=-(2**31)
+        ),
+        cdc_max_retained_wal_bytes=int(
+            _float(env, "SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB", 1024.0) * 1024 * 1024
+        ),
     )

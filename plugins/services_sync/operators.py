@@ -20,6 +20,7 @@ from services_sync.payload import (
     body_sha256,
     build_body,
     idempotency_key,
+    scoped_key,
     split_body,
 )
 from services_sync.transform import format_identifier, format_timestamp
@@ -40,12 +41,24 @@ class RequestBatchHttpOperator(HttpOperator):
 
     Everything else (connection, timeout, ``response_check``, retries) is ``HttpOperator``'s.
     The XCom result is small: the batch index and one ack per body part.
+
+    A CDC batch comes with ``key_scope`` (its first and last change positions): its keys are
+    made from that instead of the data interval, and there is no stale check, since a CDC
+    window is always delivered before the next one is captured.
     """
 
-    def __init__(self, *, batch_index: int, batch_count: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        batch_index: int,
+        batch_count: int = 0,
+        key_scope: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.batch_index = batch_index
         self.batch_count = batch_count
+        self.key_scope = key_scope
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Drop superseded records, then POST the body (split on 413); return the acks."""
@@ -53,20 +66,28 @@ class RequestBatchHttpOperator(HttpOperator):
         dag_id = context["dag"].dag_id
         run_id = context["run_id"]
         interval = Interval(context["data_interval_start"], context["data_interval_end"])
-        body = drop_superseded_records(
-            self.data,
-            interval,
-            dag_id=dag_id,
-            run_id=run_id,
-            batch_index=self.batch_index,
-            settings=settings,
-        )
+        if self.key_scope is None:
+            body = drop_superseded_records(
+                self.data,
+                interval,
+                dag_id=dag_id,
+                run_id=run_id,
+                batch_index=self.batch_index,
+                settings=settings,
+            )
+        else:
+            body = self.data
         parts: list[dict[str, Any]] = []
         pending = [body]
         while pending:
             part = pending.pop(0)
             self.data = part
-            self.headers = {**self.headers, "Idempotency-Key": idempotency_key(interval, part)}
+            key = (
+                idempotency_key(interval, part)
+                if self.key_scope is None
+                else scoped_key(self.key_scope, part)
+            )
+            self.headers = {**self.headers, "Idempotency-Key": key}
             started = time.perf_counter()
             try:
                 ack = super().execute(context)

@@ -125,6 +125,20 @@ def idempotency_key(interval: Interval, body: str, namespace: str = KEY_NAMESPAC
     return f"{namespace}:{interval.label}:{body_sha256(body)[:40]}"
 
 
+#: Idempotency-Key namespace of CDC batches.
+CDC_KEY_NAMESPACE = "services-requests.cdc.v1"
+
+
+def scoped_key(scope: str, body: str) -> str:
+    """Key of a CDC batch: its change positions (``scope``, see ``cdc.key_scope``) + a digest.
+
+    ``(commit_lsn, position)`` identifies a change for the slot's lifetime, so a window
+    delivered again after a crash sends the same keys; the digest tells apart the halves of a
+    batch split on HTTP 413. Never the run id.
+    """
+    return f"{CDC_KEY_NAMESPACE}:{scope}:{body_sha256(body)[:40]}"
+
+
 def request_headers(key: str) -> dict[str, str]:
     """Headers of every POST: JSON body and the batch's idempotency key."""
     return {"Content-Type": "application/json", "Idempotency-Key": key}

@@ -78,14 +78,7 @@ def check_run_setup(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise AirflowFailException(f"param batch_size={batch_size!r} must be a positive integer")
 
-    problems = [
-        *_connection_problems(settings.source_conn_id, "postgres", _PG_EXAMPLE),
-        *_connection_problems(settings.api_conn_id, "http", _HTTP_EXAMPLE),
-    ]
-    if settings.state_conn_id != settings.source_conn_id:
-        problems += _connection_problems(settings.state_conn_id, "postgres", _PG_EXAMPLE)
-    if problems:
-        raise AirflowFailException("Misconfigured connections:\n- " + "\n- ".join(problems))
+    check_connections(settings)
 
     try:
         with connect(settings.source_conn_id) as conn:
@@ -93,14 +86,14 @@ def check_run_setup(
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
         raise AirflowFailException(
             f"The source connection '{settings.source_conn_id}' does not see the table "
-            f"service_requests with the expected columns ({_first_line(exc)}). Point the "
+            f"service_requests with the expected columns ({first_line(exc)}). Point the "
             "connection at the right database, or set the schema with the connection extra "
             '{"options": "-c search_path=<schema>"}.'
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise AirflowFailException(
             f"The role of connection '{settings.source_conn_id}' may not read service_requests "
-            f"({_first_line(exc)}). Run: GRANT SELECT ON service_requests TO <that role>;"
+            f"({first_line(exc)}). Run: GRANT SELECT ON service_requests TO <that role>;"
         ) from None
 
     try:
@@ -109,7 +102,7 @@ def check_run_setup(
     except psycopg.errors.InsufficientPrivilege as exc:
         raise AirflowFailException(
             f"The role of connection '{settings.state_conn_id}' cannot create the state tables "
-            f"in schema {settings.state_schema} ({_first_line(exc)}). Create the schema for it "
+            f"in schema {settings.state_schema} ({first_line(exc)}). Create the schema for it "
             f"(CREATE SCHEMA {settings.state_schema} AUTHORIZATION <role>), or point "
             "SERVICES_SYNC_STATE_CONN_ID / SERVICES_SYNC_STATE_SCHEMA elsewhere."
         ) from None
@@ -451,6 +444,18 @@ _HTTP_EXAMPLE = (
 )
 
 
+def check_connections(settings: Settings) -> None:
+    """Fail (no retries), naming each fix, when a connection is missing or malformed."""
+    problems = [
+        *_connection_problems(settings.source_conn_id, "postgres", _PG_EXAMPLE),
+        *_connection_problems(settings.api_conn_id, "http", _HTTP_EXAMPLE),
+    ]
+    if settings.state_conn_id != settings.source_conn_id:
+        problems += _connection_problems(settings.state_conn_id, "postgres", _PG_EXAMPLE)
+    if problems:
+        raise AirflowFailException("Misconfigured connections:\n- " + "\n- ".join(problems))
+
+
 def _connection_problems(conn_id: str, conn_type: str, example: str) -> list[str]:
     # Imported here: resolving connections needs the task runtime, not the DAG parser.
     from airflow.sdk import BaseHook
@@ -492,5 +497,6 @@ def _sent_count(response: Any) -> int:
         return 0
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (database errors run to several)."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,554 @@
+"""What each task of the CDC DAG (``services_requests_cdc``) does.
+
+A run captures the slot's pending changes up to the flushed end of WAL into a *window*
+(staged in the state database), delivers the window in batches through the same transform,
+quarantine, ``HttpOperator`` and ledger as query mode, and only after every batch was
+acknowledged advances the slot past the window. A run that fails leaves the window
+unfinished; the next run delivers the same staged changes in the same batches with the same
+``Idempotency-Key`` (keys come from commit LSN + position), then acknowledges it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from airflow.sdk.exceptions import AirflowFailException
+from psycopg.rows import dict_row
+
+from services_sync import alerts, cdc_source, state
+from services_sync.alerts import Alert
+from services_sync.cdc import (
+    Snapshot,
+    is_source_table,
+    key_scope,
+    plan_change_batches,
+    record_row,
+    snapshot_change,
+    staged_change,
+)
+from services_sync.config import Settings, load_settings
+from services_sync.db import connect, state_sql
+from services_sync.payload import body_sha256, build_body, request_headers, scoped_key
+from services_sync.pgoutput import Change, ChangeDecoder, lsn_to_int
+from services_sync.sql import load_sql
+from services_sync.tasks import check_connections, first_line, require_hourly_interval
+from services_sync.transform import transform_rows
+
+log = logging.getLogger(__name__)
+
+#: Rows per COPY flush and per server-side cursor fetch while staging (memory bound).
+_STAGE_CHUNK = 5000
+
+
+def check_cdc_setup(dag_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """First task: connections, server settings, publication, slot and state tables.
+
+    Creates the publication and the slot when missing (idempotent; off with
+    ``SERVICES_SYNC_CDC_CREATE_SLOT=off``, then ``make cdc-setup`` does it). Fails, naming the
+    fix, when the server cannot do logical decoding or the delete policy needs a replica
+    identity the table lacks.
+    """
+    settings = settings or load_settings()
+    check_connections(settings)
+    try:
+        with connect(settings.source_conn_id) as conn:
+            conn.commit()
+            conn.autocommit = True  # creating a slot must not run in a transaction that wrote
+            report = ensure_cdc_objects(conn, settings)
+    except ValueError as exc:
+        raise AirflowFailException(f"{dag_id} cannot capture changes: {exc}") from None
+    with connect(settings.state_conn_id) as conn:
+        state.ensure_state_tables(conn, settings.state_schema)
+    log.info(
+        "CDC set up: publication %s (%s), slot %s (%s), wal_level=%s",
+        settings.cdc_publication,
+        "created" if report["publication_created"] else "exists",
+        settings.cdc_slot,
+        "created" if report["slot_created"] else "exists",
+        report["wal_level"],
+    )
+    return report
+
+
+def ensure_cdc_objects(conn: psycopg.Connection, settings: Settings) -> dict[str, Any]:
+    """Check the server and create the publication and slot if allowed (``make cdc-setup``).
+
+    Raises:
+        ValueError: with the fix, when something CDC needs is missing.
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(load_sql("cdc/server_settings.sql"))
+        server = cur.fetchone()
+        cur.execute(load_sql("cdc/replica_identity.sql"))
+        identity = cur.fetchone()
+    assert server is not None
+    if server["wal_level"] != "logical":
+        raise ValueError(
+            f"the source server runs with wal_level={server['wal_level']}; logical decoding "
+            "needs wal_level=logical: ALTER SYSTEM SET wal_level = logical; then restart "
+            "PostgreSQL (on a managed service, set the parameter, e.g. "
+            "rds.logical_replication=1 / cloudsql.logical_decoding=on)"
+        )
+    if identity is None:
+        raise ValueError(
+            "table service_requests is not visible to the source connection "
+            "(check the database, or the search_path in the connection extra)"
+        )
+    if settings.cdc_deletes == "status" and identity["replica_identity"] != "f":
+        raise ValueError(
+            "SERVICES_SYNC_CDC_DELETES=status sends a deleted request with its opening_date, "
+            "which the log only carries under REPLICA IDENTITY FULL: run ALTER TABLE "
+            "service_requests REPLICA IDENTITY FULL, or set SERVICES_SYNC_CDC_DELETES=skip"
+        )
+    if not settings.cdc_create_slot:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(load_sql("cdc/find_slot.sql"), {"slot_name": settings.cdc_slot})
+            slot = cur.fetchone()
+            cur.execute(
+                load_sql("cdc/find_publication.sql"), {"publication": settings.cdc_publication}
+            )
+            publication = cur.fetchone()
+        if slot is None or publication is None:
+            raise ValueError(
+                f"publication {settings.cdc_publication!r} or slot {settings.cdc_slot!r} does "
+                "not exist and SERVICES_SYNC_CDC_CREATE_SLOT=off: run `make cdc-setup` (or "
+                "`python -m services_sync.cdc_setup`) with the source connection"
+            )
+        publication_created = slot_created = False
+    else:
+        # Publication first: pgoutput looks publications up as of each change, and a change
+        # older than the publication would fail every peek.
+        publication_created = cdc_source.create_publication(conn, settings.cdc_publication)
+        slot_created = cdc_source.create_slot(conn, settings.cdc_slot)
+    if server["max_slot_wal_keep_size"] in ("-1", "-1MB"):
+        log.warning(
+            "max_slot_wal_keep_size is unset (-1): if this pipeline stops acknowledging, the "
+            "slot keeps WAL until the source's disk is full. Set it (e.g. ALTER SYSTEM SET "
+            "max_slot_wal_keep_size = '50GB') so PostgreSQL drops the slot instead"
+        )
+    return {
+        "wal_level": server["wal_level"],
+        "max_slot_wal_keep_size": server["max_slot_wal_keep_size"],
+        "replica_identity": identity["replica_identity"],
+        "publication_created": publication_created,
+        "slot_created": slot_created,
+    }
+
+
+def check_slot_health(dag_id: str, run_id: str, settings: Settings | None = None) -> dict:
+    """Measure the slot, alert when it retains too much WAL, write a heartbeat.
+
+    Fails (no use capturing) when the slot is lost: PostgreSQL removed WAL it still needed.
+    """
+    settings = settings or load_settings()
+    with connect(settings.source_conn_id) as conn:
+        conn.commit()
+        conn.autocommit = True
+        try:
+            cdc_source.emit_heartbeat(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            log.warning("No heartbeat (%s): an idle table can keep WAL longer", first_line(exc))
+        try:
+            health = cdc_source.slot_health(conn, settings.cdc_slot)
+        except ValueError:
+            raise AirflowFailException(
+                f"replication slot {settings.cdc_slot!r} does not exist: it was dropped after "
+                "check_cdc_setup ran. Clear the run to recreate it, then trigger a run with "
+                "initial_snapshot=true to resend the current state"
+            ) from None
+    retained = int(health["retained_wal_bytes"] or 0)
+    summary = {
+        "slot": settings.cdc_slot,
+        "retained_wal_bytes": retained,
+        "pending_wal_bytes": int(health["pending_wal_bytes"] or 0),
+        "wal_status": health["wal_status"],
+        "safe_wal_size": health["safe_wal_size"],
+        "max_slot_wal_keep_size": health["max_slot_wal_keep_size"],
+    }
+    log.info("Slot health: %s", json.dumps(summary))
+    if health["wal_status"] == "lost":
+        raise AirflowFailException(
+            f"replication slot {settings.cdc_slot!r} is lost: PostgreSQL removed WAL it still "
+            "needed (max_slot_wal_keep_size exceeded), so some changes cannot be captured. "
+            f"Drop it (SELECT pg_drop_replication_slot('{settings.cdc_slot}')), clear this run "
+            "to recreate it, and trigger a run with initial_snapshot=true"
+        )
+    reasons = []
+    if retained > settings.cdc_max_retained_wal_bytes:
+        reasons.append(
+            f"retains {retained / 2**20:.1f} MiB of WAL (threshold "
+            f"{settings.cdc_max_retained_wal_bytes / 2**20:.1f} MiB, "
+            "SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB)"
+        )
+    if health["wal_status"] == "unreserved":
+        reasons.append("wal_status is unreserved: the slot will be lost at the next checkpoint")
+    if reasons:
+        log.warning("Slot %s %s", settings.cdc_slot, "; ".join(reasons))
+        alerts.send_alert(slot_lag_alert(dag_id, run_id, summary, reasons), settings)
+    summary["alerted"] = bool(reasons)
+    return summary
+
+
+def slot_lag_alert(
+    dag_id: str, run_id: str, summary: Mapping[str, Any], reasons: Sequence[str]
+) -> Alert:
+    """The alert for a slot that keeps too much WAL on the source (its disk is at risk)."""
+    return Alert(
+        title=f"[services-sync] replication slot {summary['slot']} is lagging",
+        facts=[
+            ("DAG", dag_id),
+            ("Run", run_id),
+            ("Problem", "; ".join(reasons)),
+            ("Retained WAL", f"{summary['retained_wal_bytes'] / 2**20:.1f} MiB"),
+            ("wal_status", str(summary["wal_status"])),
+            ("safe_wal_size", str(summary["safe_wal_size"])),
+            (
+                "What to do",
+                "find why runs fail or stop (paused DAG, receiver down); if the pipeline is "
+                "retired, drop the slot",
+            ),
+        ],
+    )
+
+
+def capture_changes(
+    dag_id: str,
+    run_id: str,
+    params: Mapping[str, Any],
+    settings: Settings | None = None,
+) -> list[list[int]]:
+    """Capture (or resume) the window and plan its batches; return the plan rows.
+
+    An unfinished window is resumed as it is: a captured one is planned again from its staged
+    changes (same batches, same keys), a half-staged one is staged again up to the same
+    ``upto_lsn``. Otherwise a new window opens up to the flushed end of WAL.
+    """
+    settings = settings or load_settings()
+    schema = settings.state_schema
+    snapshot_wanted = bool(params.get("initial_snapshot"))
+    with connect(settings.state_conn_id) as state_conn:
+        with state_conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                state_sql("cdc_unfinished_window.sql", schema), {"slot_name": settings.cdc_slot}
+            )
+            window = cur.fetchone()
+        if window is not None and snapshot_wanted and not window["snapshot"]:
+            raise AirflowFailException(
+                f"window {window['window_id']} (opened by an earlier run) is not acknowledged "
+                "yet: let a run without initial_snapshot deliver it first, then trigger the "
+                "snapshot"
+            )
+        if window is None:
+            with connect(settings.source_conn_id) as source_conn:
+                upto = cdc_source.current_wal_lsn(source_conn)
+            with state_conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    state_sql("cdc_open_window.sql", schema),
+                    {
+                        "slot_name": settings.cdc_slot,
+                        "upto_lsn": upto,
+                        "snapshot": snapshot_wanted,
+                        "run_id": run_id,
+                    },
+                )
+                window = cur.fetchone()
+            state_conn.commit()
+            log.info("Opened window %s up to %s", window["window_id"], window["upto_lsn"])
+        else:
+            log.info(
+                "Resuming window %s (%s, up to %s) opened by an earlier run",
+                window["window_id"],
+                window["status"],
+                window["upto_lsn"],
+            )
+        if window["status"] == "capturing":
+            _stage_window(state_conn, window, settings)
+            state_conn.commit()
+        with state_conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                state_sql("cdc_window_size.sql", schema), {"window_id": window["window_id"]}
+            )
+            size = cur.fetchone()
+    try:
+        plan = plan_change_batches(
+            window["window_id"],
+            size["records"],
+            size["max_row_bytes"],
+            batch_size=int(params.get("batch_size") or settings.default_batch_size),
+            max_batch_bytes=int(params.get("max_batch_bytes") or settings.max_batch_bytes),
+            max_batches=settings.max_batches,
+        )
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from None
+    log.info(
+        "Window %s: %d records to deliver in %d batches of up to %d",
+        window["window_id"],
+        size["records"],
+        len(plan.rows),
+        plan.per_batch,
+    )
+    return plan.rows
+
+
+def _stage_window(
+    state_conn: psycopg.Connection, window: dict[str, Any], settings: Settings
+) -> None:
+    """Peek the slot up to the window's end and COPY its changes into ``cdc_changes``."""
+    schema = settings.state_schema
+    window_id = window["window_id"]
+    floor = lsn_to_int(window["floor_lsn"]) if window["floor_lsn"] else None
+    with state_conn.cursor() as cur:
+        cur.execute(state_sql("cdc_clear_window.sql", schema), {"window_id": window_id})
+    snapshot: Snapshot | None = None
+    read_snapshot = None
+    counts = {"snapshot_rows": 0, "changes": 0, "already_acknowledged": 0, "in_snapshot": 0}
+    with (
+        connect(settings.source_conn_id) as source_conn,
+        state_conn.cursor() as out,
+        out.copy(state_sql("cdc_stage_changes.sql", schema)) as copy,
+    ):
+        if window["snapshot"]:
+            read_snapshot, rows = _read_table_snapshot(source_conn, window_id, copy)
+            snapshot = Snapshot.parse(read_snapshot)
+            counts["snapshot_rows"] = rows
+        decoder = ChangeDecoder()
+        for _lsn, _xid, data in cdc_source.peek_changes(
+            source_conn,
+            settings.cdc_slot,
+            settings.cdc_publication,
+            window["upto_lsn"],
+            fetch_rows=_STAGE_CHUNK,
+        ):
+            for event in decoder.feed(data):
+                if not isinstance(event, Change) or not is_source_table(event.relation):
+                    continue  # heartbeats, other tables of a shared publication
+                if floor is not None and event.end_lsn <= floor:
+                    counts["already_acknowledged"] += 1  # an advance undone by a crash
+                    continue
+                if snapshot is not None and snapshot.sees(event.xid):
+                    counts["in_snapshot"] += 1
+                    continue
+                copy.write_row(_copy_values(staged_change(window_id, event)))
+                counts["changes"] += 1
+    with state_conn.cursor() as cur:
+        cur.execute(
+            state_sql("cdc_order_window.sql", schema),
+            {
+                "window_id": window_id,
+                "collapse": settings.cdc_collapse,
+                "send_deletes": settings.cdc_deletes == "status",
+            },
+        )
+        cur.execute(
+            state_sql("cdc_window_captured.sql", schema),
+            {"window_id": window_id, "read_snapshot": read_snapshot},
+        )
+        changes, records, deletes, truncates = cur.fetchone()
+    log.info(
+        "Captured window %s: %d changes (%d deletes, %d truncates) and %d snapshot rows -> %d "
+        "records to deliver (collapse %s, deletes %s); skipped %d already acknowledged and %d "
+        "already in the snapshot",
+        window_id,
+        changes,
+        deletes,
+        truncates,
+        counts["snapshot_rows"],
+        records,
+        "on" if settings.cdc_collapse else "off",
+        settings.cdc_deletes,
+        counts["already_acknowledged"],
+        counts["in_snapshot"],
+    )
+    if truncates:
+        log.warning(
+            "%d TRUNCATE(s) of service_requests in window %s cannot be sent (the contract has "
+            "no way to say it): resynchronise the receiver if that was not intended",
+            truncates,
+            window_id,
+        )
+
+
+def _read_table_snapshot(
+    source_conn: psycopg.Connection, window_id: int, copy: psycopg.Copy
+) -> tuple[str, int]:
+    """Stage the whole table as of one snapshot; return the snapshot and the row count."""
+    source_conn.commit()
+    previous = source_conn.isolation_level
+    source_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    read_at = datetime.now(UTC)
+    count = 0
+    try:
+        with source_conn.transaction():
+            with source_conn.cursor() as cur:
+                cur.execute("SELECT pg_current_snapshot()::text")
+                snapshot = cur.fetchone()[0]
+            with source_conn.cursor(name=f"services_sync_snapshot_{window_id}") as cur:
+                cur.itersize = _STAGE_CHUNK
+                cur.execute(load_sql("cdc/snapshot_rows.sql"))
+                for row in cur:
+                    copy.write_row(_copy_values(snapshot_change(window_id, count, row, read_at)))
+                    count += 1
+    finally:
+        source_conn.isolation_level = previous
+    return snapshot, count
+
+
+def _copy_values(staged: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*staged[:-1], json.dumps(staged[-1]))
+
+
+def build_change_batch(
+    plan_row: Sequence[int],
+    *,
+    dag_id: str,
+    run_id: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    settings: Settings | None = None,
+) -> dict[str, Any] | None:
+    """Read one planned batch of staged changes, transform, quarantine; return the POST kwargs.
+
+    Returns ``None`` when every change of the batch was quarantined (nothing to send).
+    """
+    settings = settings or load_settings()
+    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
+    window_id, index, count, first_ord, last_ord = (int(v) for v in plan_row)
+    with connect(settings.state_conn_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            state_sql("cdc_fetch_batch.sql", settings.state_schema),
+            {"window_id": window_id, "first_ord": first_ord, "last_ord": last_ord},
+        )
+        changes = cur.fetchall()
+    rows = [
+        record_row(
+            c["op"],
+            c["commit_time"],
+            c["row_data"],
+            deleted_status_id=settings.cdc_deleted_status_id,
+        )
+        for c in changes
+    ]
+    result = transform_rows(rows, settings.naive_timezone)
+    first = (changes[0]["commit_lsn"], changes[0]["position"]) if changes else ("0/0", 0)
+    last = (changes[-1]["commit_lsn"], changes[-1]["position"]) if changes else ("0/0", 0)
+    scope = key_scope(first, last)
+    body = build_body(result.records) if result.records else None
+    key = scoped_key(scope, body) if body is not None else None
+    with connect(settings.state_conn_id) as conn:
+        state.quarantine_rows(
+            conn,
+            settings.state_schema,
+            dag_id=dag_id,
+            run_id=run_id,
+            interval=interval,
+            rejected=result.rejected,
+        )
+        state.record_batch_built(
+            conn,
+            settings.state_schema,
+            dag_id=dag_id,
+            run_id=run_id,
+            batch_index=index,
+            interval_start=interval.start,
+            interval_end=interval.end,
+            idempotency_key=key,
+            rows_extracted=len(changes),
+            rows_quarantined=len(result.rejected),
+            rows_sent=len(result.records),
+            body_bytes=len(body) if body else 0,
+            body_sha256=body_sha256(body) if body else None,
+            lower_bound=[str(window_id), *map(str, first)],
+            upper_bound=[str(window_id), *map(str, last)],
+            read_snapshot=None,
+        )
+    log.info(
+        "batch %d/%d of window %s: %d changes, %d to send, %d quarantined, key %s",
+        index + 1,
+        count,
+        window_id,
+        len(changes),
+        len(result.records),
+        len(result.rejected),
+        key,
+    )
+    for item in result.rejected[:5]:
+        log.warning(
+            "Quarantined request_id=%s service_id=%s: %s",
+            item.row.get("request_id"),
+            item.row.get("service_id"),
+            item.reason,
+        )
+    if body is None:
+        return None
+    return {
+        "data": body,
+        "headers": request_headers(key),
+        "batch_index": index,
+        "batch_count": count,
+        "key_scope": scope,
+    }
+
+
+def acknowledge_changes(
+    plan: Sequence[Sequence[int]] | None, *, dag_id: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Last task: every batch was acknowledged, so advance the slot past the window.
+
+    Then ``CHECKPOINT`` (when the role may), because an advance reaches disk only at the next
+    checkpoint: a crash before it would bring the window back. That is safe either way (the
+    next window starts above the last acknowledged one, and keys repeat), just wasteful.
+    """
+    settings = settings or load_settings()
+    schema = settings.state_schema
+    with connect(settings.state_conn_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            state_sql("cdc_unfinished_window.sql", schema), {"slot_name": settings.cdc_slot}
+        )
+        window = cur.fetchone()
+    if window is None or window["status"] != "captured":
+        raise AirflowFailException(
+            f"no captured window of slot {settings.cdc_slot} to acknowledge (found "
+            f"{window and window['status']}): capture_changes did not finish in this run"
+        )
+    planned = {int(row[0]) for row in plan or []}
+    if planned and planned != {window["window_id"]}:
+        raise AirflowFailException(
+            f"this run delivered window(s) {sorted(planned)} but the open window is "
+            f"{window['window_id']}: not advancing the slot"
+        )
+    with connect(settings.source_conn_id) as conn:
+        conn.commit()
+        conn.autocommit = True
+        position = cdc_source.advance_slot(conn, settings.cdc_slot, window["upto_lsn"])
+        durable = True
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:
+            durable = False
+            log.info(
+                "No CHECKPOINT privilege (pg_checkpoint role): the new slot position reaches "
+                "disk at the next checkpoint; a crash before then re-delivers this window "
+                "with the same keys"
+            )
+    with connect(settings.state_conn_id) as conn, conn.cursor() as cur:
+        cur.execute(
+            state_sql("cdc_window_acknowledged.sql", schema), {"window_id": window["window_id"]}
+        )
+    log.info(
+        "Acknowledged window %s: slot %s advanced to %s (%s)",
+        window["window_id"],
+        settings.cdc_slot,
+        position,
+        "checkpointed" if durable else "durable at the next checkpoint",
+    )
+    return {
+        "window_id": window["window_id"],
+        "slot_position": position,
+        "records": window["records"],
+        "checkpointed": durable,
+    }
