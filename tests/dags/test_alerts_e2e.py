@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pendulum
 import psycopg
@@ -25,34 +22,6 @@ H = pendulum.datetime(2025, 5, 14, 10, tz="UTC")
 def smtp_server(monkeypatch):
     with smtp_inbox(monkeypatch) as inbox:
         yield inbox
-
-
-@pytest.fixture
-def slack_webhook(monkeypatch):
-    posts = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            posts.append({"path": self.path, "json": json.loads(body)})
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SERVICES_ALERTS_SLACK",
-        json.dumps({"conn_type": "slackwebhook", "password": url}),
-    )
-    yield posts
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,13 @@ def writer(dsn: str) -> psycopg.Connection:
 
 
 def run(dag, **conf):
-    """One run of the CDC DAG (a new hour each time: runs are labelled by their interval)."""
+    """One run of the CDC DAG (a new hour each time: runs are labelled by their interval).
+
+    Every param is passed: dag.test() keeps the conf of an earlier run in the DAG's params.
+    """
     logical_date = pendulum.datetime(2025, 6, 1, tz="UTC") + timedelta(hours=next(_HOURS))
-    return dag.test(logical_date=logical_date, run_conf=conf or None)
+    conf = {"batch_size": 1000, "initial_snapshot": False, **conf}
+    return dag.test(logical_date=logical_date, run_conf=conf)
 
 
 def rows(prefix: str, n: int, status: int = 1) -> list[tuple]:
@@ -86,7 +90,10 @@ def source_state(dsn: str) -> list[dict]:
 
 def receiver_state(receiver) -> list[dict]:
     return sorted(
-        ({k: v for k, v in r.items() if k != "idempotency_key"} for r in inspect(receiver, "state")),
+        (
+            {k: v for k, v in r.items() if k != "idempotency_key"}
+            for r in inspect(receiver, "state")
+        ),
         key=lambda r: r["request_id"],
     )
 
@@ -140,3 +147,188 @@ def test_every_transition_in_commit_order_when_collapse_is_off(
     received = inspect(receiver, "requests")
     assert [r["status_id"] for r in received] == [1, 2, 3, 4]
     assert receiver_state(receiver) == source_state(source_db)
+
+
+def window_status(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [
+            r[0] for r in conn.execute("SELECT status FROM services_sync.cdc_windows ORDER BY 1")
+        ]
+
+
+def test_a_transaction_open_across_the_window_end_is_delivered_by_the_next_run(
+    dag, airflow_db, source_db, receiver, cdc
+):
+    assert run(dag).state == "success"
+    with writer(source_db) as open_txn, writer(source_db) as other:
+        open_txn.execute("BEGIN")
+        insert_rows(open_txn, rows("LATE", 3))
+        insert_rows(other, rows("EARLY", 2))
+        assert run(dag).state == "success"
+        assert sorted(r["request_id"] for r in inspect(receiver, "requests")) == [
+            "EARLY-0000",
+            "EARLY-0001",
+        ]
+        open_txn.execute("COMMIT")
+    assert run(dag).state == "success"
+    assert receiver_state(receiver) == source_state(source_db)
+    assert len(source_state(source_db)) == 5
+
+
+def test_a_large_transaction_is_delivered_whole_in_batches(
+    dag, airflow_db, source_db, receiver, cdc
+):
+    assert run(dag).state == "success"
+    with writer(source_db) as conn, conn.transaction():
+        for chunk in range(5):
+            insert_rows(conn, rows(f"BIG{chunk}", 1000))
+    assert run(dag, batch_size=1000).state == "success"
+    assert sorted(b["count"] for b in inspect(receiver, "batches")) == [1000] * 5
+    assert receiver_state(receiver) == source_state(source_db)
+
+
+def test_deletes_are_skipped_by_default(dag, airflow_db, source_db, receiver, cdc):
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("D", 3))
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        conn.execute("DELETE FROM service_requests WHERE request_id = 'D-0001'")
+        # Inserted and deleted in the same window: nothing reaches the receiver.
+        insert_rows(conn, rows("GONE", 1))
+        conn.execute("DELETE FROM service_requests WHERE request_id = 'GONE-0000'")
+    assert run(dag).state == "success"
+    assert inspect(receiver, "stats")["records"] == 3
+
+
+def test_deletes_as_a_status_flag(dag, airflow_db, source_db, receiver, cdc, monkeypatch):
+    monkeypatch.setenv("SERVICES_SYNC_CDC_DELETES", "status")
+    monkeypatch.setenv("SERVICES_SYNC_CDC_DELETED_STATUS_ID", "-9")
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("D", 2))
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        deleted_at = conn.execute(
+            "DELETE FROM service_requests WHERE request_id = 'D-0001' RETURNING now()"
+        ).fetchone()[0]
+    assert run(dag).state == "success"
+    tombstone = receiver_state(receiver)[1]
+    assert tombstone == {
+        "service_id": "water",
+        "request_id": "D-0001",
+        "opening_date": "2025-05-13T09:00:00Z",
+        "status_id": -9,
+        "last_modified_date": deleted_at.astimezone(pendulum.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def test_initial_snapshot_sends_existing_rows_once_with_the_stream(
+    dag, airflow_db, source_db, receiver, cdc
+):
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("OLD", 4))  # before the slot exists: only a snapshot has them
+    assert run(dag).state == "success"
+    assert inspect(receiver, "stats")["records"] == 0
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("NEW", 3))  # in the slot AND in the coming snapshot
+        conn.execute("UPDATE service_requests SET status_id = '5' WHERE request_id = 'OLD-0000'")
+    assert run(dag, initial_snapshot=True).state == "success"
+    received = sorted(r["request_id"] for r in inspect(receiver, "requests"))
+    assert received == sorted({r["request_id"] for r in source_state(source_db)})  # each once
+    assert receiver_state(receiver) == source_state(source_db)
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("AFTER", 1))
+    assert run(dag).state == "success"
+    assert receiver_state(receiver) == source_state(source_db)
+    assert inspect(receiver, "stats")["duplicates"] == 0
+
+
+def test_receiver_outage_after_part_of_a_window_redelivers_with_the_same_keys(
+    dag, airflow_db, source_db, receiver, cdc
+):
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("O", 9))
+    position = slot_position(source_db, cdc)
+    # The first POST goes through, then the receiver is down for longer than the retries.
+    requests.post(
+        f"{receiver.url}/faults",
+        json={"faults": [{"delay_s": 0.0}, {"status": 503, "times": 100}]},
+        timeout=5,
+    ).raise_for_status()
+    assert run(dag, batch_size=3).state == "failed"
+    first_keys = {b["idempotency_key"] for b in inspect(receiver, "batches")}
+    assert len(first_keys) == 1
+    assert slot_position(source_db, cdc) == position  # not acknowledged
+    assert window_status(source_db) == ["acknowledged", "captured"]
+
+    requests.delete(f"{receiver.url}/faults", timeout=5).raise_for_status()
+    assert run(dag, batch_size=3).state == "success"
+    keys = {b["idempotency_key"] for b in inspect(receiver, "batches")}
+    assert first_keys < keys and len(keys) == 3
+    assert inspect(receiver, "stats")["duplicates"] == 1  # the batch delivered before
+    assert receiver_state(receiver) == source_state(source_db)
+    assert slot_position(source_db, cdc) > position
+
+
+def test_a_crash_before_the_slot_advances_resends_the_window_with_the_same_keys(
+    dag, airflow_db, source_db, receiver, cdc, monkeypatch
+):
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("C", 5))
+    position = slot_position(source_db, cdc)
+
+    def crash(*args, **kwargs):
+        raise ConnectionError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cdc_source, "advance_slot", crash)
+        assert run(dag, batch_size=2).state == "failed"
+    delivered = inspect(receiver, "batches")
+    assert len(delivered) == 3
+    assert slot_position(source_db, cdc) == position
+
+    assert run(dag, batch_size=2).state == "success"
+    again = inspect(receiver, "batches")
+    assert {b["idempotency_key"] for b in again} == {b["idempotency_key"] for b in delivered}
+    assert inspect(receiver, "stats")["duplicates"] == 3
+    assert slot_position(source_db, cdc) > position
+
+
+def test_an_acknowledgement_lost_by_the_server_does_not_resend_the_window(
+    dag, airflow_db, source_db, receiver, cdc, monkeypatch
+):
+    """The slot position reaches disk at a checkpoint: a crash can undo an advance."""
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("U", 4))
+    position = slot_position(source_db, cdc)
+    with monkeypatch.context() as patch:  # an advance that the server then forgot
+        patch.setattr(cdc_source, "advance_slot", lambda conn, slot, lsn: lsn)
+        assert run(dag).state == "success"
+    assert slot_position(source_db, cdc) == position
+    assert inspect(receiver, "stats")["batches"] == 1
+
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("V", 1))
+    assert run(dag).state == "success"
+    assert [b["count"] for b in inspect(receiver, "batches")] == [4, 1]
+    assert receiver_state(receiver) == source_state(source_db)
+    assert slot_position(source_db, cdc) > position
+
+
+def test_slot_lag_alert_fires_above_the_threshold(
+    dag, airflow_db, source_db, receiver, cdc, monkeypatch, slack_webhook
+):
+    monkeypatch.setenv("SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB", "0")
+    assert run(dag).state == "success"  # an alert is not a failure: the run still delivers
+    texts = [p["json"]["text"] for p in slack_webhook]
+    assert any(f"replication slot {cdc} is lagging" in t for t in texts), texts
+    assert any("SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB" in t for t in texts)
+
+    slack_webhook.clear()
+    monkeypatch.setenv("SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB", "1024")
+    assert run(dag).state == "success"
+    assert slack_webhook == []
