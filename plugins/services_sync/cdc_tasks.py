@@ -274,17 +274,26 @@ def capture_changes(
                 state_sql("cdc_window_size.sql", schema), {"window_id": window["window_id"]}
             )
             size = cur.fetchone()
-    try:
-        plan = plan_change_batches(
-            window["window_id"],
-            size["records"],
-            size["max_row_bytes"],
-            batch_size=int(params.get("batch_size") or settings.default_batch_size),
-            max_batch_bytes=int(params.get("max_batch_bytes") or settings.max_batch_bytes),
-            max_batches=settings.max_batches,
+        batch_size = window["per_batch"] or int(
+            params.get("batch_size") or settings.default_batch_size
         )
-    except ValueError as exc:
-        raise AirflowFailException(str(exc)) from None
+        try:
+            plan = plan_change_batches(
+                window["window_id"],
+                size["records"],
+                size["max_row_bytes"],
+                batch_size=batch_size,
+                max_batch_bytes=int(params.get("max_batch_bytes") or settings.max_batch_bytes),
+                max_batches=settings.max_batches,
+            )
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if window["per_batch"] is None:
+            with state_conn.cursor() as cur:
+                cur.execute(
+                    state_sql("cdc_window_planned.sql", schema),
+                    {"window_id": window["window_id"], "per_batch": plan.per_batch},
+                )
     log.info(
         "Window %s: %d records to deliver in %d batches of up to %d",
         window["window_id"],

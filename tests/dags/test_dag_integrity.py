@@ -234,3 +234,36 @@ def test_a_stuck_run_raises_a_deadline_alert():
     assert result.stdout.splitlines()[-1] == (
         "DagRunQueuedAtDeadline 0:45:00 services_sync.alerts.deadline_missed"
     )
+
+
+# -- CDC mode --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cdc_dag(dagbag):
+    return dagbag.dags["services_requests_cdc"]
+
+
+def test_cdc_pipeline_acknowledges_only_after_every_batch_is_recorded(cdc_dag):
+    assert isinstance(cdc_dag.timetable, CronDataIntervalTimetable)
+    assert cdc_dag.max_active_runs == 1  # one window at a time
+    assert cdc_dag.catchup is False  # a run takes all the slot holds: missed hours need no run
+    upstream = {t.task_id: t.upstream_task_ids for t in cdc_dag.tasks}
+    assert upstream == {
+        "check_cdc_setup": set(),
+        "check_slot_health": {"check_cdc_setup"},
+        "capture_changes": {"check_slot_health"},
+        "build_change_batch": {"capture_changes"},
+        "post_change_batch": {"build_change_batch"},
+        "record_delivery": {"capture_changes", "post_change_batch"},
+        "acknowledge_changes": {"capture_changes", "record_delivery"},
+    }
+    # A failed or upstream-failed POST must keep the slot where it is.
+    assert cdc_dag.get_task("acknowledge_changes").trigger_rule == "all_success"
+
+
+def test_cdc_posts_with_the_same_retry_budget_as_query_mode(cdc_dag, sync_dag):
+    cdc_kwargs = cdc_dag.get_task("post_change_batch").partial_kwargs
+    sync_kwargs = sync_dag.get_task("post_batch").partial_kwargs
+    for name in ("retries", "retry_exponential_backoff", "max_retry_delay", "extra_options"):
+        assert cdc_kwargs[name] == sync_kwargs[name], name
+    assert isinstance(cdc_kwargs["retry_policy"], DeliveryRetryPolicy)
+    assert cdc_dag.params.get_param("initial_snapshot").value is False

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS {schema}.cdc_windows (
     records          integer,
     deletes          integer,
     truncates        integer,
+    per_batch        integer,
     opened_by_run    text        NOT NULL,
     opened_at        timestamptz NOT NULL DEFAULT now(),
     captured_at      timestamptz,
