@@ -11,7 +11,7 @@ COMPOSE_BIN := $(VENV)/tools/docker-compose
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install demo airflow test lint fmt receiver airflow-parse lock bench bench-smoke clean
+.PHONY: help install demo demo-cdc cdc-setup airflow test lint fmt receiver airflow-parse lock bench bench-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ $(COMPOSE_BIN): requirements-tools.txt
 
 demo: $(STAMP) ## Run the DAG for a few hours on an embedded PostgreSQL and the reference receiver
 	$(BIN)/python -m devkit.demo
+
+demo-cdc: $(STAMP) ## The CDC DAG (logical decoding): snapshot, inserts/updates/deletes, a late commit
+	$(BIN)/python -m devkit.demo_cdc
+
+cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLOW_CONN_SERVICES_SOURCE_DB)
+	PYTHONPATH=plugins $(BIN)/python -m services_sync.cdc_setup
 
 airflow: $(STAMP) ## The Airflow UI (airflow standalone) on this DAG with data to sync; admin / admin
 	$(BIN)/python -m devkit.airflow_ui

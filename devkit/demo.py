@@ -415,14 +415,15 @@ def migrate_airflow_db(log_path: Path) -> None:
     print(f"done ({time.monotonic() - started:.1f} s)")
 
 
-def load_dag(log_path: Path) -> Any:
+def load_dag(log_path: Path, dag_id: str = DAG_ID) -> Any:
     """Import the DAG the way Airflow does (``DagBag``), with Airflow's output in ``log_path``.
 
     Args:
         log_path: Where Airflow's import-time output goes.
+        dag_id: The DAG to return.
 
     Returns:
-        The ``services_requests_sync`` DAG.
+        The DAG (default ``services_requests_sync``).
 
     Raises:
         DemoError: If the DAG folder has import errors or lacks the DAG.
@@ -434,9 +435,9 @@ def load_dag(log_path: Path) -> Any:
     if bag.import_errors:
         errors = "\n".join(f"{path}: {err}" for path, err in bag.import_errors.items())
         raise DemoError(f"the DAG folder has import errors:\n{errors}")
-    if DAG_ID not in bag.dags:
-        raise DemoError(f"no DAG {DAG_ID} in {ROOT / 'dags'}")
-    return bag.dags[DAG_ID]
+    if dag_id not in bag.dags:
+        raise DemoError(f"no DAG {dag_id} in {ROOT / 'dags'}")
+    return bag.dags[dag_id]
 
 
 @dataclass
@@ -465,7 +466,9 @@ class RunResult:
         return self.state == "success"
 
 
-def run_hour(dag: Any, start: datetime, log_path: Path) -> RunResult:
+def run_hour(
+    dag: Any, start: datetime, log_path: Path, conf: dict[str, Any] | None = None
+) -> RunResult:
     """Run the DAG for the interval ``[start, start + 1h)`` with ``dag.test()``.
 
     A manual run's data interval is the hour before its logical date, so the logical date is
@@ -475,6 +478,7 @@ def run_hour(dag: Any, start: datetime, log_path: Path) -> RunResult:
         dag: The DAG.
         start: Start of the interval.
         log_path: Where Airflow's output of the run goes.
+        conf: The run's params (every one: ``dag.test()`` keeps an earlier run's conf).
 
     Returns:
         The outcome; a failure never raises (only Ctrl-C does).
@@ -483,7 +487,7 @@ def run_hour(dag: Any, start: datetime, log_path: Path) -> RunResult:
     started = time.monotonic()
     try:
         with redirect_output(log_path):
-            run = dag.test(logical_date=end)
+            run = dag.test(logical_date=end, run_conf=conf)
     except Exception as exc:
         with log_path.open("a", encoding="utf-8") as log:
             traceback.print_exc(file=log)

@@ -74,3 +74,33 @@ def test_demo_refuses_to_wipe_a_directory_it_did_not_make(tmp_path):
     assert result.returncode == 2
     assert "not made by the demo" in result.stderr
     assert (tmp_path / "keep-me").read_text() == "precious"
+
+
+def test_cdc_demo_streams_snapshot_changes_deletes_and_a_late_commit(tmp_path):
+    workdir = tmp_path / "demo-cdc"
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DB_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "devkit.demo_cdc", "--workdir", str(workdir)],
+        cwd=ROOT,
+        env={**env, "PYTHONIOENCODING": "utf-8"},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout
+    assert result.returncode == 0, f"stdout:\n{output}\nstderr:\n{result.stderr}"
+    runs = re.findall(r"run (\d)\s.*\s(success|failed)\s+(\d+) records", output)
+    # snapshot, changes (20 new + 1 updated old row + 2 tombstones - the deleted new row's
+    # insert), the open transaction (nothing yet), then its commit.
+    assert runs == [
+        ("1", "success", "12"),
+        ("2", "success", "22"),
+        ("3", "success", "0"),
+        ("4", "success", "3"),
+    ], output
+    assert "receiver     35 requests (2 flagged deleted)" in output
+    assert "33 valid: 33 identical at the receiver" in output
+    assert "demo OK" in output
+    assert not (workdir / "pg").exists()

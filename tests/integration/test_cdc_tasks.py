@@ -141,3 +141,35 @@ def test_a_resumed_window_plans_the_same_batches(source_db, api, slot):
     assert cdc_tasks.capture_changes(DAG_ID, "run-2", {"batch_size": 4}) == first
     with pytest.raises(AirflowFailException, match="not acknowledged yet"):
         cdc_tasks.capture_changes(DAG_ID, "run-3", {"batch_size": 2, "initial_snapshot": True})
+
+
+def test_the_setup_command_creates_then_reports_and_names_fixes(source_db, slot):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def setup_command():
+        return subprocess.run(
+            [sys.executable, "-m", "services_sync.cdc_setup"],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root / "plugins")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    refused = setup_command()
+    assert refused.returncode == 1
+    assert "ALTER TABLE service_requests REPLICA IDENTITY FULL" in refused.stderr
+    with writer(source_db) as conn:
+        conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")
+    created = setup_command()
+    assert created.returncode == 0, created.stderr
+    assert f"slot                    {slot}: created" in created.stdout
+    assert "max_slot_wal_keep_size is unlimited" in created.stdout
+    again = setup_command()
+    assert f"slot                    {slot}: already there" in again.stdout
