@@ -275,3 +275,48 @@ def test_dockerfile_matches_the_pinned_airflow() -> None:
     # Mounted directories must not be baked into the image.
     copied = re.findall(r"^(?:COPY|ADD)\s+(.*)$", text, re.MULTILINE)
     assert copied == ["requirements.txt /requirements.txt"], copied
+
+
+@pytest.fixture
+def pg_cluster():
+    """A cluster of its own: the scripts name the database ``services``, as compose does."""
+    from devkit.pgcluster import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.destroy()
+
+
+def test_source_db_init_scripts_run_on_a_real_server_and_ready_both_modes(pg_cluster) -> None:
+    """The two init scripts, run twice by psql as the entrypoint does, on PostgreSQL 16."""
+    import psycopg
+
+    dsn = pg_cluster.create_database("services")
+    psql = Path(pg_cluster.bin_dir) / "psql"
+    for _ in range(2):  # idempotent
+        subprocess.run(
+            [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn,
+             "-f", str(CREATE_SOURCE_TABLE_SQL), "-f", str(INIT_SQL)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SERVICES_SYNC_PASSWORD": "secret"},
+            timeout=60,
+        )  # fmt: skip
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM service_requests").fetchone()[0] == 20
+        assert conn.execute(
+            "SELECT rolreplication FROM pg_roles WHERE rolname = 'services_sync'"
+        ).fetchone() == (True,)
+        assert conn.execute(
+            "SELECT relreplident FROM pg_class WHERE oid = 'service_requests'::regclass"
+        ).fetchone() == ("f",)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'services_sync_pub'"
+        ).fetchone() == (1,)
+    # The pipeline's role: SELECT on the table, nothing more on it.
+    role_dsn = pg_cluster.dsn(dsn.rsplit("/", 1)[1], "services_sync")
+    with psycopg.connect(role_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM service_requests").fetchone()[0] == 20
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM service_requests")

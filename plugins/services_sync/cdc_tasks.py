@@ -123,7 +123,15 @@ def ensure_cdc_objects(conn: psycopg.Connection, settings: Settings) -> dict[str
     else:
         # Publication first: pgoutput looks publications up as of each change, and a change
         # older than the publication would fail every peek.
-        publication_created = cdc_source.create_publication(conn, settings.cdc_publication)
+        try:
+            publication_created = cdc_source.create_publication(conn, settings.cdc_publication)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ValueError(
+                f"the role may not create publication {settings.cdc_publication!r} "
+                f"({first_line(exc)}): only the table's owner can. Have the owner run "
+                f"CREATE PUBLICATION {settings.cdc_publication} FOR TABLE service_requests; "
+                "(or `make cdc-setup` with the owner's connection)"
+            ) from None
         slot_created = cdc_source.create_slot(conn, settings.cdc_slot)
     if server["max_slot_wal_keep_size"] in ("-1", "-1MB"):
         log.warning(

@@ -173,3 +173,22 @@ def test_the_setup_command_creates_then_reports_and_names_fixes(source_db, slot)
     assert "max_slot_wal_keep_size is unlimited" in created.stdout
     again = setup_command()
     assert f"slot                    {slot}: already there" in again.stdout
+
+
+def test_a_role_that_does_not_own_the_table_is_told_who_creates_the_publication(
+    source_db, api, slot, pg_cluster, monkeypatch
+):
+    role = f"ss_repl_{uuid.uuid4().hex[:6]}"
+    with writer(source_db) as conn:
+        conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")
+        conn.execute(f"CREATE ROLE {role} LOGIN REPLICATION")
+        conn.execute(f"GRANT SELECT ON service_requests TO {role}")
+        conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_SOURCE_DB", pg_cluster.dsn(source_db.rsplit("/", 1)[1], role)
+    )
+    monkeypatch.setenv("SERVICES_SYNC_STATE_CONN_ID", "services_state_db")
+    monkeypatch.setenv("AIRFLOW_CONN_SERVICES_STATE_DB", source_db)
+    with pytest.raises(AirflowFailException, match="only the table's owner can") as info:
+        cdc_tasks.check_cdc_setup(DAG_ID)
+    assert "CREATE PUBLICATION" in str(info.value)
