@@ -538,6 +538,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_port=api_port,
             start_date=first_hour,
         )
+        if stack.external_source:
+            # The CDC DAG must not leave a replication slot (which keeps WAL) on a database
+            # this command does not own: without one it fails, naming `make cdc-setup`.
+            env["SERVICES_SYNC_CDC_CREATE_SLOT"] = "off"
+        else:
+            import psycopg
+
+            with psycopg.connect(stack.source_url, autocommit=True) as conn:
+                # What CDC mode needs of the table (README, CDC mode); the slot goes with the
+                # embedded cluster.
+                conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")
         stack.start_airflow(env)
         api_url = f"http://127.0.0.1:{api_port}"
         print(

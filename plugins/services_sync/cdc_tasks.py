@@ -63,7 +63,7 @@ def check_cdc_setup(dag_id: str, settings: Settings | None = None) -> dict[str, 
     except ValueError as exc:
         raise AirflowFailException(f"{dag_id} cannot capture changes: {exc}") from None
     with connect(settings.state_conn_id) as conn:
-        state.ensure_state_tables(conn, settings.state_schema)
+        state.ensure_state_tables(conn, settings.state_schema, cdc=True)
     log.info(
         "CDC set up: publication %s (%s), slot %s (%s), wal_level=%s",
         settings.cdc_publication,

@@ -15,13 +15,18 @@ from services_sync.payload import Interval
 from services_sync.transform import Rejected
 
 
-def ensure_state_tables(conn: psycopg.Connection, schema: str) -> None:
-    """Create the state schema (only if missing) and tables if they do not exist (idempotent)."""
+def ensure_state_tables(conn: psycopg.Connection, schema: str, *, cdc: bool = False) -> None:
+    """Create the state schema (only if missing) and tables if they do not exist (idempotent).
+
+    ``cdc``: also CDC mode's capture windows and staged changes.
+    """
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         if cur.fetchone() is None:
             cur.execute(state_sql("create_state_schema.sql", schema))
         cur.execute(state_sql("create_state_tables.sql", schema))
+        if cdc:
+            cur.execute(state_sql("create_cdc_tables.sql", schema))
 
 
 def quarantine_rows(
