@@ -40,7 +40,9 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from services_sync import cdc_tasks, tasks
+# services_sync.cdc_tasks is imported inside each task: it pulls in psycopg and the pgoutput
+# decoder, which parsing this file does not need.
+from services_sync import tasks
 from services_sync.alerts import SyncFailureNotifier
 from services_sync.config import load_settings
 from services_sync.operators import RequestBatchHttpOperator
@@ -83,21 +85,29 @@ def services_requests_cdc():
     @task
     def check_cdc_setup():
         """Fail fast, naming the fix; create the publication, slot and state tables if missing."""
+        from services_sync import cdc_tasks
+
         return cdc_tasks.check_cdc_setup(DAG_ID)
 
     @task
     def check_slot_health(run_id=None):
         """Alert when the slot retains too much WAL; write a heartbeat."""
+        from services_sync import cdc_tasks
+
         return cdc_tasks.check_slot_health(DAG_ID, run_id)
 
     @task
     def capture_changes(params=None, run_id=None):
         """Stage the slot's pending changes (or resume the open window); plan its batches."""
+        from services_sync import cdc_tasks
+
         return cdc_tasks.capture_changes(DAG_ID, run_id, params)
 
     @task(map_index_template="batch {{ task.op_kwargs['plan_row'][1] + 1 }}")
     def build_change_batch(plan_row, run_id=None, data_interval_start=None, data_interval_end=None):
         """Transform and quarantine one batch of changes; return its JSON body and headers."""
+        from services_sync import cdc_tasks
+
         return cdc_tasks.build_change_batch(
             plan_row,
             dag_id=DAG_ID,
@@ -145,6 +155,8 @@ def services_requests_cdc():
     @task(multiple_outputs=False)
     def acknowledge_changes(plan):
         """Advance the slot past the delivered window (never before every batch is acked)."""
+        from services_sync import cdc_tasks
+
         return cdc_tasks.acknowledge_changes(plan, dag_id=DAG_ID)
 
     check_cdc_setup() >> check_slot_health() >> plan

@@ -10,9 +10,7 @@ from typing import Any
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from services_sync import source, state
 from services_sync.config import Settings, load_settings
-from services_sync.db import connect
 from services_sync.delivery import PayloadTooLargeError
 from services_sync.payload import (
     Interval,
@@ -135,6 +133,10 @@ def drop_superseded_records(
     nothing newer can have reached the receiver, and the body is sent exactly as built (same
     key on every retry). The check reads the source rows in the time span of the batch only.
     """
+    # Imported here: the DAG file imports this module at parse time (see tasks.py).
+    from services_sync import source, state
+    from services_sync.db import connect
+
     settings = settings or load_settings()
     with connect(settings.state_conn_id) as conn:
         if not state.later_interval_delivered(

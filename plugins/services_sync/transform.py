@@ -77,7 +77,8 @@ def format_timestamp(value: object, field: str, naive_timezone: tzinfo = UTC) ->
         raise InvalidRow(f"{field} has type {type(value).__name__}, expected a timestamp")
     if value.tzinfo is None or value.utcoffset() is None:
         value = value.replace(tzinfo=naive_timezone)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat (C, zero-padded 4-digit year) rather than strftime: several times faster.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def format_identifier(value: object, field: str) -> str:
@@ -122,6 +123,15 @@ def format_status(value: object, field: str = "status_id") -> int:
     return number
 
 
+_FIELD_KINDS = (
+    ("service_id", "id"),
+    ("request_id", "id"),
+    ("opening_date", "timestamp"),
+    ("status_id", "status"),
+    ("last_modified_date", "timestamp"),
+)
+
+
 def to_record(row: Sequence[Any] | Mapping[str, Any], naive_timezone: tzinfo = UTC) -> dict:
     """Convert one source row (in :data:`FIELDS` order, or a mapping) to a contract record.
 
@@ -129,18 +139,18 @@ def to_record(row: Sequence[Any] | Mapping[str, Any], naive_timezone: tzinfo = U
         InvalidRow: with every problem of the row, field by field, joined by ``"; "``.
     """
     values = _as_mapping(row)
-    formatters = {
-        "service_id": lambda v: format_identifier(v, "service_id"),
-        "request_id": lambda v: format_identifier(v, "request_id"),
-        "opening_date": lambda v: format_timestamp(v, "opening_date", naive_timezone),
-        "status_id": format_status,
-        "last_modified_date": lambda v: format_timestamp(v, "last_modified_date", naive_timezone),
-    }
     record: dict[str, Any] = {}
     problems: list[str] = []
-    for field in FIELDS:
+    # A plain loop over module constants: this runs once per row of every batch (make bench).
+    for field, kind in _FIELD_KINDS:
+        value = values.get(field)
         try:
-            record[field] = formatters[field](values.get(field))
+            if kind == "id":
+                record[field] = format_identifier(value, field)
+            elif kind == "timestamp":
+                record[field] = format_timestamp(value, field, naive_timezone)
+            else:
+                record[field] = format_status(value, field)
         except InvalidRow as exc:
             problems.append(str(exc))
     if problems:
