@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -330,9 +331,14 @@ def _stage_window(
         out.copy(state_sql("cdc_stage_changes.sql", schema)) as copy,
     ):
         if window["snapshot"]:
-            read_snapshot, rows = _read_table_snapshot(source_conn, window_id, copy)
+            read_snapshot, rows, upto = _read_table_snapshot(source_conn, window_id, copy)
             snapshot = Snapshot.parse(read_snapshot)
             counts["snapshot_rows"] = rows
+            # The window must end after every transaction the snapshot saw, or one committed
+            # between opening the window and taking the snapshot would come again, unfiltered,
+            # in the next window: end it where WAL was when the snapshot was read.
+            _wait_until_flushed(source_conn, upto)
+            window["upto_lsn"] = upto
         decoder = ChangeDecoder()
         for _lsn, _xid, data in cdc_source.peek_changes(
             source_conn,
@@ -353,6 +359,11 @@ def _stage_window(
                 copy.write_row(_copy_values(staged_change(window_id, event)))
                 counts["changes"] += 1
     with state_conn.cursor() as cur:
+        if window["snapshot"]:
+            cur.execute(
+                state_sql("cdc_window_end.sql", schema),
+                {"window_id": window_id, "upto_lsn": window["upto_lsn"]},
+            )
         cur.execute(
             state_sql("cdc_order_window.sql", schema),
             {
@@ -392,8 +403,14 @@ def _stage_window(
 
 def _read_table_snapshot(
     source_conn: psycopg.Connection, window_id: int, copy: psycopg.Copy
-) -> tuple[str, int]:
-    """Stage the whole table as of one snapshot; return the snapshot and the row count."""
+) -> tuple[str, int, str]:
+    """Stage the whole table as of one snapshot.
+
+    Returns:
+        The snapshot (``pg_current_snapshot()``), the row count, and the WAL insert position
+        taken inside the snapshot's transaction: every transaction the snapshot sees has its
+        commit record before it.
+    """
     source_conn.commit()
     previous = source_conn.isolation_level
     source_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -402,8 +419,8 @@ def _read_table_snapshot(
     try:
         with source_conn.transaction():
             with source_conn.cursor() as cur:
-                cur.execute("SELECT pg_current_snapshot()::text")
-                snapshot = cur.fetchone()[0]
+                cur.execute("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text")
+                snapshot, upto = cur.fetchone()
             with source_conn.cursor(name=f"services_sync_snapshot_{window_id}") as cur:
                 cur.itersize = _STAGE_CHUNK
                 cur.execute(load_sql("cdc/snapshot_rows.sql"))
@@ -412,7 +429,23 @@ def _read_table_snapshot(
                     count += 1
     finally:
         source_conn.isolation_level = previous
-    return snapshot, count
+    return snapshot, count, upto
+
+
+def _wait_until_flushed(source_conn: psycopg.Connection, lsn: str, timeout_s: float = 60) -> None:
+    """Wait until WAL is flushed up to ``lsn``: a peek decodes flushed WAL only.
+
+    Asynchronous commits are flushed by the WAL writer within a few ``wal_writer_delay``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with source_conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (lsn,))
+            if cur.fetchone()[0]:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"WAL not flushed up to {lsn} after {timeout_s:.0f} s")
+        time.sleep(0.05)
 
 
 def _copy_values(staged: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -192,3 +192,24 @@ def test_a_role_that_does_not_own_the_table_is_told_who_creates_the_publication(
     with pytest.raises(AirflowFailException, match="only the table's owner can") as info:
         cdc_tasks.check_cdc_setup(DAG_ID)
     assert "CREATE PUBLICATION" in str(info.value)
+
+
+def test_a_commit_between_opening_a_snapshot_window_and_its_snapshot_is_sent_once(
+    source_db, api, slot, monkeypatch
+):
+    from services_sync import cdc_source
+
+    with writer(source_db) as conn:
+        conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")
+    cdc_tasks.check_cdc_setup(DAG_ID)
+    with writer(source_db) as conn:
+        opened_at = cdc_source.current_wal_lsn(conn)
+        insert_rows(conn, rows("BETWEEN", 1))  # after the window's end, before its snapshot
+    with monkeypatch.context() as patch:
+        patch.setattr(cdc_source, "current_wal_lsn", lambda conn: opened_at)
+        params = {"batch_size": 100, "initial_snapshot": True}
+        plan = cdc_tasks.capture_changes(DAG_ID, "run-1", params)
+    assert staged(source_db) == [("snapshot", "BETWEEN-0000")]
+    cdc_tasks.acknowledge_changes(plan, dag_id=DAG_ID)
+    assert cdc_tasks.capture_changes(DAG_ID, "run-2", {"batch_size": 100}) == []
+    assert staged(source_db) == []  # not again in the next window
