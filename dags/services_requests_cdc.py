@@ -13,7 +13,7 @@ deletes, and it never scans the table.
 | `build_change_batch` | one per batch: converts its changes to the API contract, quarantines bad rows, builds the body and its `Idempotency-Key` (from commit LSN + position) |
 | `post_change_batch` | one per batch: `HttpOperator` POST, 30 s timeout, retried with backoff + jitter, honors `Retry-After`, fails fast on 4xx, splits on 413; checks the ack |
 | `record_delivery` | stores the acks in the delivery ledger, checks every batch was acked |
-| `acknowledge_changes` | only now advances the slot past the window (then `CHECKPOINT`) |
+| `acknowledge_changes` | only now advances the slot past the window |
 
 **Connections:** `services_source_db` (postgres; a role with `REPLICATION` and `SELECT` on
 `service_requests`, on a server with `wal_level=logical`), `services_api` (http). State tables

@@ -38,13 +38,12 @@ GRANT USAGE ON SCHEMA public TO services_sync;
 GRANT SELECT ON public.service_requests TO services_sync;
 
 -- CDC mode (DAG services_requests_cdc) reads a logical replication slot: the role needs the
--- REPLICATION attribute (create, peek and advance the slot; write heartbeats) and, optionally,
--- pg_checkpoint (makes each slot advance durable at once). The publication can only be created
--- by the table's owner, so it is made here; the DAG finds it and creates the slot itself.
+-- REPLICATION attribute (create, peek and advance the slot; write heartbeats). The publication
+-- can only be created by the table's owner, so it is made here; the DAG finds it and creates
+-- the slot itself.
 -- UPDATE and DELETE of a published table need a replica identity; FULL also lets deletes be
 -- sent as flagged records (SERVICES_SYNC_CDC_DELETES=status). Query mode needs none of this.
 ALTER ROLE services_sync WITH REPLICATION;
-GRANT pg_checkpoint TO services_sync;
 ALTER TABLE public.service_requests REPLICA IDENTITY FULL;
 SELECT 'CREATE PUBLICATION services_sync_pub FOR TABLE public.service_requests'
 WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'services_sync_pub')
