@@ -77,3 +77,27 @@ def test_plans_beyond_the_mapped_task_limit_are_refused_with_the_fix():
     assert check_plan([[row, row]], None, settings) == [[row, row]]
     with pytest.raises(AirflowFailException, match="needs 3 batches, more than the 2 mapped tasks"):
         check_plan([[row, row, row]], None, settings)
+
+
+def test_cdc_defaults():
+    settings = load_settings({})
+    assert (settings.cdc_slot, settings.cdc_publication) == ("services_sync", "services_sync_pub")
+    assert settings.cdc_create_slot and settings.cdc_collapse
+    assert (settings.cdc_deletes, settings.cdc_deleted_status_id) == ("skip", -1)
+    assert settings.cdc_max_retained_wal_bytes == 1024 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SERVICES_SYNC_CDC_SLOT": "My-Slot"}, "SERVICES_SYNC_CDC_SLOT='My-Slot' may hold only"),
+        ({"SERVICES_SYNC_CDC_SLOT": "s" * 64}, "may hold only lower-case letters"),
+        ({"SERVICES_SYNC_CDC_DELETES": "tombstone"}, "must be one of: skip, status"),
+        ({"SERVICES_SYNC_CDC_PUBLICATION": "pub;drop"}, "must be a plain SQL identifier"),
+        ({"SERVICES_SYNC_CDC_COLLAPSE": "maybe"}, "must be on or off"),
+        ({"SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB": "-1"}, "must be >= 0"),
+    ],
+)
+def test_bad_cdc_settings_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_settings(env)
