@@ -45,8 +45,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from services_sync import tasks
 from services_sync.alerts import SyncFailureNotifier
 from services_sync.config import load_settings
-from services_sync.operators import RequestBatchHttpOperator
-from services_sync.retry import DeliveryRetryPolicy, connect_retry_args
+from services_sync.operators import RequestBatchHttpOperator, post_batch_args
 
 DAG_ID = "services_requests_cdc"
 SETTINGS = load_settings()
@@ -119,23 +118,8 @@ def services_requests_cdc():
     plan = capture_changes()
     post_change_batch = RequestBatchHttpOperator.partial(
         task_id="post_change_batch",
-        http_conn_id=SETTINGS.api_conn_id,
-        endpoint=SETTINGS.endpoint,
-        method="POST",
-        response_check=tasks.check_response,
-        response_filter=tasks.ack_summary,
-        extra_options={"timeout": SETTINGS.http_timeout, "check_response": False},
-        retry_args=connect_retry_args(SETTINGS.connect_attempts),
-        retries=SETTINGS.post_retries,
-        retry_delay=SETTINGS.post_retry_delay,
-        retry_exponential_backoff=SETTINGS.post_retry_backoff,
-        max_retry_delay=SETTINGS.post_max_retry_delay,
-        retry_policy=DeliveryRetryPolicy(
-            retry_delay=SETTINGS.post_retry_delay,
-            backoff=SETTINGS.post_retry_backoff,
-            max_retry_delay=SETTINGS.post_max_retry_delay,
-            max_retry_after=SETTINGS.max_retry_after,
-        ),
+        # POST, 30 s timeout, ack check, retries with backoff + jitter + Retry-After
+        **post_batch_args(SETTINGS),
     ).expand_kwargs(build_change_batch.expand(plan_row=plan).map(tasks.as_post_kwargs))
 
     @task(trigger_rule="none_failed", multiple_outputs=False)

@@ -34,10 +34,16 @@ from services_sync.cdc import (
 )
 from services_sync.config import Settings, load_settings
 from services_sync.db import connect, state_sql
-from services_sync.payload import body_sha256, build_body, request_headers, scoped_key
+from services_sync.payload import build_body, request_headers, scoped_key
 from services_sync.pgoutput import Change, ChangeDecoder, lsn_to_int
 from services_sync.sql import load_sql
-from services_sync.tasks import check_connections, first_line, require_hourly_interval
+from services_sync.tasks import (
+    check_connections,
+    first_line,
+    log_quarantined,
+    record_built_batch,
+    require_hourly_interval,
+)
 from services_sync.transform import transform_rows
 
 log = logging.getLogger(__name__)
@@ -468,50 +474,39 @@ def build_change_batch(
     settings = settings or load_settings()
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     window_id, index, count, first_ord, last_ord = (int(v) for v in plan_row)
-    with connect(settings.state_conn_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            state_sql("cdc_fetch_batch.sql", settings.state_schema),
-            {"window_id": window_id, "first_ord": first_ord, "last_ord": last_ord},
-        )
-        changes = cur.fetchall()
-    rows = [
-        record_row(
-            c["op"],
-            c["commit_time"],
-            c["row_data"],
-            deleted_status_id=settings.cdc_deleted_status_id,
-        )
-        for c in changes
-    ]
-    result = transform_rows(rows, settings.naive_timezone)
-    first = (changes[0]["commit_lsn"], changes[0]["position"]) if changes else ("0/0", 0)
-    last = (changes[-1]["commit_lsn"], changes[-1]["position"]) if changes else ("0/0", 0)
-    scope = key_scope(first, last)
-    body = build_body(result.records) if result.records else None
-    key = scoped_key(scope, body) if body is not None else None
     with connect(settings.state_conn_id) as conn:
-        state.quarantine_rows(
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                state_sql("cdc_fetch_batch.sql", settings.state_schema),
+                {"window_id": window_id, "first_ord": first_ord, "last_ord": last_ord},
+            )
+            changes = cur.fetchall()
+        rows = [
+            record_row(
+                c["op"],
+                c["commit_time"],
+                c["row_data"],
+                deleted_status_id=settings.cdc_deleted_status_id,
+            )
+            for c in changes
+        ]
+        result = transform_rows(rows, settings.naive_timezone)
+        first = (changes[0]["commit_lsn"], changes[0]["position"]) if changes else ("0/0", 0)
+        last = (changes[-1]["commit_lsn"], changes[-1]["position"]) if changes else ("0/0", 0)
+        scope = key_scope(first, last)
+        body = build_body(result.records) if result.records else None
+        key = scoped_key(scope, body) if body is not None else None
+        record_built_batch(
             conn,
-            settings.state_schema,
+            settings,
             dag_id=dag_id,
             run_id=run_id,
             interval=interval,
-            rejected=result.rejected,
-        )
-        state.record_batch_built(
-            conn,
-            settings.state_schema,
-            dag_id=dag_id,
-            run_id=run_id,
             batch_index=index,
-            interval_start=interval.start,
-            interval_end=interval.end,
-            idempotency_key=key,
             rows_extracted=len(changes),
-            rows_quarantined=len(result.rejected),
-            rows_sent=len(result.records),
-            body_bytes=len(body) if body else 0,
-            body_sha256=body_sha256(body) if body else None,
+            result=result,
+            body=body,
+            key=key,
             lower_bound=[str(window_id), *map(str, first)],
             upper_bound=[str(window_id), *map(str, last)],
             read_snapshot=None,
@@ -526,13 +521,7 @@ def build_change_batch(
         len(result.rejected),
         key,
     )
-    for item in result.rejected[:5]:
-        log.warning(
-            "Quarantined request_id=%s service_id=%s: %s",
-            item.row.get("request_id"),
-            item.row.get("service_id"),
-            item.reason,
-        )
+    log_quarantined(result.rejected)
     if body is None:
         return None
     return {

@@ -21,6 +21,7 @@ from services_sync.payload import (
     scoped_key,
     split_body,
 )
+from services_sync.retry import DeliveryRetryPolicy, connect_retry_args
 from services_sync.transform import format_identifier, format_timestamp
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,36 @@ class RequestBatchHttpOperator(HttpOperator):
                 " (duplicate)" if ack["duplicate"] else "",
             )
         return {"batch_index": self.batch_index, "parts": parts}
+
+
+def post_batch_args(settings: Settings) -> dict[str, Any]:
+    """``partial()`` arguments of the POST task, the same in both DAGs.
+
+    The connection and endpoint, a JSON POST with the request timeout, the ack check and the
+    small ack pushed to XCom, quick in-try reconnects, and task retries with exponential
+    backoff, jitter and ``Retry-After`` (:class:`~services_sync.retry.DeliveryRetryPolicy`).
+    """
+    from services_sync.tasks import ack_summary, check_response
+
+    return {
+        "http_conn_id": settings.api_conn_id,
+        "endpoint": settings.endpoint,
+        "method": "POST",
+        "response_check": check_response,
+        "response_filter": ack_summary,
+        "extra_options": {"timeout": settings.http_timeout, "check_response": False},
+        "retry_args": connect_retry_args(settings.connect_attempts),
+        "retries": settings.post_retries,
+        "retry_delay": settings.post_retry_delay,
+        "retry_exponential_backoff": settings.post_retry_backoff,
+        "max_retry_delay": settings.post_max_retry_delay,
+        "retry_policy": DeliveryRetryPolicy(
+            retry_delay=settings.post_retry_delay,
+            backoff=settings.post_retry_backoff,
+            max_retry_delay=settings.post_max_retry_delay,
+            max_retry_after=settings.max_retry_after,
+        ),
+    }
 
 
 def drop_superseded_records(

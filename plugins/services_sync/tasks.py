@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import (
     AirflowException,
@@ -36,7 +36,10 @@ from services_sync.payload import (
     idempotency_key,
     request_headers,
 )
-from services_sync.transform import transform_rows
+from services_sync.transform import Rejected, TransformResult, transform_rows
+
+if TYPE_CHECKING:  # psycopg is imported at run time only (see the module docstring)
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +189,7 @@ def build_batch(
     Returns ``{"data": <json body>, "headers": {...}, "batch_index": i}`` for the POST operator,
     or None when every row of the batch was quarantined (nothing to send).
     """
-    from services_sync import source, state
+    from services_sync import source
     from services_sync.db import connect, connect_state
 
     settings = settings or load_settings()
@@ -200,28 +203,17 @@ def build_batch(
         result = transform_rows(rows, settings.naive_timezone)
         body = build_body(result.records) if result.records else None
         key = idempotency_key(interval, body) if body is not None else None
-        state.quarantine_rows(
+        record_built_batch(
             conn,
-            settings.state_schema,
+            settings,
             dag_id=dag_id,
             run_id=run_id,
             interval=interval,
-            rejected=result.rejected,
-        )
-        state.record_batch_built(
-            conn,
-            settings.state_schema,
-            dag_id=dag_id,
-            run_id=run_id,
             batch_index=bounds.index,
-            interval_start=interval.start,
-            interval_end=interval.end,
-            idempotency_key=key,
             rows_extracted=len(rows),
-            rows_quarantined=len(result.rejected),
-            rows_sent=len(result.records),
-            body_bytes=len(body) if body else 0,
-            body_sha256=body_sha256(body) if body else None,
+            result=result,
+            body=body,
+            key=key,
             lower_bound=list(bounds.lower),
             upper_bound=list(bounds.upper),
             read_snapshot=snapshot,
@@ -236,15 +228,7 @@ def build_batch(
         (len(body) if body else 0) / 1024,
         key,
     )
-    for item in result.rejected[:_LOGGED_REJECTS]:
-        log.warning(
-            "Quarantined request_id=%s service_id=%s: %s",
-            item.row.get("request_id"),
-            item.row.get("service_id"),
-            item.reason,
-        )
-    if len(result.rejected) > _LOGGED_REJECTS:
-        log.warning("... and %d more quarantined rows", len(result.rejected) - _LOGGED_REJECTS)
+    log_quarantined(result.rejected)
     if body is None:
         return None
     return {
@@ -253,6 +237,69 @@ def build_batch(
         "batch_index": bounds.index,
         "batch_count": bounds.count,
     }
+
+
+def record_built_batch(
+    conn: psycopg.Connection,
+    settings: Settings,
+    *,
+    dag_id: str,
+    run_id: str,
+    interval: Interval,
+    batch_index: int,
+    rows_extracted: int,
+    result: TransformResult,
+    body: str | None,
+    key: str | None,
+    lower_bound: list[str],
+    upper_bound: list[str],
+    read_snapshot: str | None,
+) -> None:
+    """Quarantine a built batch's rejected rows and record the batch in the ledger.
+
+    Shared by both modes' build tasks; ``conn`` is a connection to the state database.
+    """
+    from services_sync import state
+
+    state.quarantine_rows(
+        conn,
+        settings.state_schema,
+        dag_id=dag_id,
+        run_id=run_id,
+        interval=interval,
+        rejected=result.rejected,
+    )
+    state.record_batch_built(
+        conn,
+        settings.state_schema,
+        dag_id=dag_id,
+        run_id=run_id,
+        batch_index=batch_index,
+        interval_start=interval.start,
+        interval_end=interval.end,
+        idempotency_key=key,
+        rows_extracted=rows_extracted,
+        rows_quarantined=len(result.rejected),
+        rows_sent=len(result.records),
+        body_bytes=len(body) if body else 0,
+        body_sha256=body_sha256(body) if body else None,
+        lower_bound=lower_bound,
+        upper_bound=upper_bound,
+        read_snapshot=read_snapshot,
+    )
+
+
+def log_quarantined(rejected: Sequence[Rejected]) -> None:
+    """Spell out the first few quarantined rows of a batch in the task log."""
+    for item in rejected[:_LOGGED_REJECTS]:
+        log.warning(
+            "Quarantined request_id=%s service_id=%s: %s",
+            item.row.get("request_id"),
+            item.row.get("service_id"),
+            item.reason,
+        )
+    if len(rejected) > _LOGGED_REJECTS:
+        log.warning("... and %d more quarantined rows", len(rejected) - _LOGGED_REJECTS)
 
 
 def as_post_kwargs(built: Mapping[str, Any] | None) -> Mapping[str, Any]:
