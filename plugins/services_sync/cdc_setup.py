@@ -25,9 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     settings = dataclasses.replace(settings, cdc_create_slot=True)
     try:
-        with connect(settings.source_conn_id) as conn:
-            conn.commit()
-            conn.autocommit = True
+        with connect(settings.source_conn_id, autocommit=True) as conn:
             report = ensure_cdc_objects(conn, settings)
             health = cdc_source.slot_health(conn, settings.cdc_slot)
     except ValueError as exc:

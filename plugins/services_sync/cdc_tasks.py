@@ -63,9 +63,8 @@ def check_cdc_setup(dag_id: str, settings: Settings | None = None) -> dict[str, 
     settings = settings or load_settings()
     check_connections(settings)
     try:
-        with connect(settings.source_conn_id) as conn:
-            conn.commit()
-            conn.autocommit = True  # creating a slot must not run in a transaction that wrote
+        # Autocommit: creating a slot must not run in a transaction that wrote.
+        with connect(settings.source_conn_id, autocommit=True) as conn:
             report = ensure_cdc_objects(conn, settings)
     except ValueError as exc:
         raise AirflowFailException(f"{dag_id} cannot capture changes: {exc}") from None
@@ -161,9 +160,7 @@ def check_slot_health(dag_id: str, run_id: str, settings: Settings | None = None
     Fails (no use capturing) when the slot is lost: PostgreSQL removed WAL it still needed.
     """
     settings = settings or load_settings()
-    with connect(settings.source_conn_id) as conn:
-        conn.commit()
-        conn.autocommit = True
+    with connect(settings.source_conn_id, autocommit=True) as conn:
         try:
             cdc_source.emit_heartbeat(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -561,9 +558,7 @@ def acknowledge_changes(
             f"this run delivered window(s) {sorted(planned)} but the open window is "
             f"{window['window_id']}: not advancing the slot"
         )
-    with connect(settings.source_conn_id) as conn:
-        conn.commit()
-        conn.autocommit = True
+    with connect(settings.source_conn_id, autocommit=True) as conn:
         position = cdc_source.advance_slot(conn, settings.cdc_slot, window["upto_lsn"])
     with connect(settings.state_conn_id) as conn, conn.cursor() as cur:
         cur.execute(

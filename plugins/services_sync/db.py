@@ -12,11 +12,12 @@ from services_sync.sql import load_sql
 
 
 @contextmanager
-def connect(conn_id: str) -> Iterator[psycopg.Connection]:
+def connect(conn_id: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
     """A psycopg 3 connection for an Airflow Connection id; committed on success, closed after.
 
     The session runs in UTC so ``timestamp without time zone`` columns compare with the UTC
-    interval bounds the way the DAG docs describe.
+    interval bounds the way the DAG docs describe. ``autocommit``: every statement commits on
+    its own (replication-slot functions refuse a transaction that has written).
     """
     # Imported here: the provider is heavy and DAG parsing must not pay for it.
     from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -25,6 +26,9 @@ def connect(conn_id: str) -> Iterator[psycopg.Connection]:
     try:
         with conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
+        if autocommit:
+            conn.commit()
+            conn.autocommit = True
         yield conn
         conn.commit()
     except BaseException:
