@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services_sync.payload import scoped_key
 from services_sync.pgoutput import UNCHANGED_TOAST, Change, int_to_lsn
 from services_sync.transform import json_safe_row
 
@@ -135,18 +134,12 @@ def record_row(
     }
 
 
-def change_batch_key(first: tuple[str, int], last: tuple[str, int], body: str) -> str:
-    """Idempotency-Key of a CDC batch: its first and last change positions plus a body digest.
-
-    ``(commit_lsn, position)`` identifies a change for the slot's lifetime, so a window
-    delivered again after a crash (same staged changes, same batches) sends the same keys; the
-    digest tells apart the halves of a batch split on HTTP 413. Never the run id.
-    """
-    return scoped_key(key_scope(first, last), body)
-
-
 def key_scope(first: tuple[str, int], last: tuple[str, int]) -> str:
-    """The position part of :func:`change_batch_key` (what the POST operator is given)."""
+    """A CDC batch's first and last change positions, ``lsn.pos-lsn.pos``.
+
+    The part of the batch's keys that :func:`services_sync.payload.scoped_key` completes with a
+    body digest (in the POST task, once per body part).
+    """
     return f"{first[0]}.{first[1]}-{last[0]}.{last[1]}"
 
 
