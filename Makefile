@@ -11,7 +11,7 @@ COMPOSE_BIN := $(VENV)/tools/docker-compose
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install demo demo-cdc cdc-setup airflow test lint fmt receiver airflow-parse lock bench bench-smoke clean
+.PHONY: help install os-packages demo demo-cdc cdc-setup airflow test lint fmt receiver airflow-parse lock bench bench-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,7 +47,10 @@ cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLO
 airflow: $(STAMP) ## The Airflow UI (airflow standalone) on this DAG with data to sync; admin / admin
 	$(BIN)/python -m devkit.airflow_ui
 
-test: $(STAMP) $(COMPOSE_BIN) ## Install, lint and run the whole test suite
+os-packages: ## Install the OS packages the tests need (Chromium; apt-get, as root or via sudo)
+	devkit/ensure-os-packages
+
+test: $(STAMP) $(COMPOSE_BIN) os-packages ## Install, lint and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DOCKER_COMPOSE=$(abspath $(COMPOSE_BIN)) $(BIN)/python -m pytest $(PYTEST_ARGS)

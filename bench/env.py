@@ -97,7 +97,6 @@ def airflow_env(
             {"conn_type": "http", "host": "127.0.0.1", "port": api_port, "schema": "http"}
         ),
         "SERVICES_SYNC_START_DATE": start_date,
-        "SERVICES_SYNC_RUN_DEADLINE_MIN": "0",
         "SERVICES_SYNC_CLOCK_SKEW_S": "0",
         "SERVICES_SYNC_GATE_POKE_S": "1",
     }

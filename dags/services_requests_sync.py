@@ -46,19 +46,17 @@ from datetime import timedelta
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
-from airflow.sdk import (
-    AsyncCallback,
-    CronDataIntervalTimetable,
-    DeadlineAlert,
-    DeadlineReference,
-    Param,
-    dag,
-    task,
-)
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from services_sync import tasks
-from services_sync.alerts import SyncFailureNotifier
 from services_sync.config import load_settings
+from services_sync.dag_defaults import (
+    allow_dag_test,
+    batch_params,
+    default_args,
+    is_test_run,
+    stuck_run_deadline,
+)
 from services_sync.operators import RequestBatchHttpOperator, post_batch_args
 
 DAG_ID = "services_requests_sync"
@@ -73,38 +71,9 @@ SETTINGS = load_settings()
     catchup=SETTINGS.catchup,  # on: an hour missed while the scheduler was down is still sent
     max_active_runs=1,  # intervals are delivered in order
     template_searchpath=[str(SETTINGS.sql_dir)],
-    default_args={
-        "owner": "data-platform",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": SETTINGS.task_retry_delay,
-        "on_failure_callback": SyncFailureNotifier(),  # e-mail / Slack, per connection
-    },
-    # A run still unfinished this long after it was queued is stuck: alert.
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=SETTINGS.run_deadline,
-        callback=AsyncCallback("services_sync.alerts.deadline_missed"),
-    )
-    if SETTINGS.run_deadline
-    else None,
-    params={
-        "batch_size": Param(
-            SETTINGS.default_batch_size,
-            type="integer",
-            minimum=1,
-            maximum=50_000,
-            title="Batch size",
-            description="Records per POST (and per mapped task); raised automatically when an "
-            "hour would need more than 1024 batches, within the byte bound.",
-        ),
-        "max_batch_bytes": Param(
-            SETTINGS.max_batch_bytes,
-            type="integer",
-            minimum=1024,
-            title="Max body bytes",
-            description="Upper bound of one POST body; batches shrink to fit it.",
-        ),
-    },
+    default_args=default_args(SETTINGS),  # retries, failure alert (e-mail / Slack)
+    deadline=stuck_run_deadline(SETTINGS),  # alert on a run still unfinished after 2 h
+    params=batch_params(SETTINGS),
     tags=["services", "sync", "hourly"],
     doc_md=__doc__,
 )
@@ -112,9 +81,22 @@ def services_requests_sync():
     """check_run_setup → plan_batches → build_batch[n] → post_batch[n] → record_delivery."""
 
     @task
-    def check_run_setup(params=None, data_interval_start=None, data_interval_end=None) -> str:
-        """Fail fast, naming the fix, on a missing interval, connection or grant."""
-        return tasks.check_run_setup(DAG_ID, data_interval_start, data_interval_end, params)
+    def check_run_setup(
+        params=None,
+        logical_date=None,
+        data_interval_start=None,
+        data_interval_end=None,
+        dag_run=None,
+    ) -> str:
+        """Fail fast, naming the fix, on a wrong interval, a missing connection or grant."""
+        return tasks.check_run_setup(
+            DAG_ID,
+            data_interval_start,
+            data_interval_end,
+            params,
+            logical_date=logical_date,
+            test_run=is_test_run(dag_run),
+        )
 
     wait_for_open_transactions = SqlSensor(
         task_id="wait_for_open_transactions",
@@ -127,7 +109,9 @@ def services_requests_sync():
         selector=list,
         success=tasks.commit_gate_open,
         failure=tasks.commit_gate_failed,
-        mode="reschedule",
+        # Poke, not reschedule: a rescheduling sensor with retries can crash the scheduler in
+        # Airflow 3.3 (ForeignKeyViolation on task_reschedule_ti_fkey, apache/airflow#71923).
+        mode="poke",
         poke_interval=SETTINGS.gate_poke_interval,
         timeout=SETTINGS.max_open_transaction + SETTINGS.clock_skew + timedelta(minutes=10),
     )
@@ -191,4 +175,4 @@ def services_requests_sync():
     record_delivery(plan_batches.output, post_batch.output) >> reconcile_interval()
 
 
-services_requests_sync()
+allow_dag_test(services_requests_sync())  # `airflow dags test` with the DeadlineAlert on

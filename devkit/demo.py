@@ -202,10 +202,6 @@ def configure_environment(workdir: Path, first_hour: datetime) -> None:
             "SERVICES_SYNC_API_CONN_ID": API_CONN_ID,
             "SERVICES_SYNC_STATE_CONN_ID": SOURCE_CONN_ID,
             "SERVICES_SYNC_STATE_SCHEMA": STATE_SCHEMA,
-            # dag.test() in Airflow 3.3.2 crashes on a successful run of a DAG with a
-            # DeadlineAlert (serialized deadlines reach DeadlineAlertModel.get_by_id): the demo
-            # runs without the stuck-run alert, which needs a scheduler anyway.
-            "SERVICES_SYNC_RUN_DEADLINE_MIN": "0",
         }
     )
     for path in (str(ROOT / "plugins"), str(ROOT)):

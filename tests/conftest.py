@@ -35,10 +35,6 @@ os.environ.update(
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_AIRFLOW_HOME / "logs"),
         # Test data lives in 2025; a run before the start date would create no task at all.
         "SERVICES_SYNC_START_DATE": "2025-01-01T00:00:00+00:00",
-        # dag.test() in Airflow 3.3.2 crashes when a run of a DAG with a DeadlineAlert succeeds
-        # (it hands serialized deadlines, not alert ids, to DeadlineAlertModel.get_by_id), so the
-        # in-process runs go without one; the scheduler-based tests keep it.
-        "SERVICES_SYNC_RUN_DEADLINE_MIN": "0",
         # Short retry delays through configuration, not code: the fault tests wait seconds.
         "SERVICES_SYNC_RETRY_DELAY_S": "0.5",
         "SERVICES_SYNC_MAX_RETRY_DELAY_S": "1",

@@ -65,6 +65,61 @@ def hourly_interval(start: datetime | None, end: datetime | None) -> Interval:
     return interval
 
 
+def logical_date_problem(
+    logical_date: datetime | None, interval: Interval, *, test_run: bool = False
+) -> str | None:
+    """Why a run's logical date and data interval disagree, or None when they agree.
+
+    Scheduled and backfill runs of the hourly timetable have ``logical_date == start``. Two
+    kinds of run break that, and both are refused:
+
+    * a run holding a logical date **on the hour** that is not its interval start: it holds
+      the logical date of the scheduled run of ``[logical_date, +1h)``. If that run already
+      exists Airflow refuses the trigger; if not, the scheduler can never create it (it logs
+      "run already exists; skipping dagrun creation" and stops scheduling the DAG). That is
+      ``airflow dags trigger --logical-date H:00``, which in Airflow 3.3 takes the interval
+      from the time of triggering, not from the logical date;
+    * a run whose interval ends after its logical date: the interval came from a later time
+      than the logical date (``dags trigger --logical-date`` of an older time), so it is not
+      the hour that was asked for.
+
+    A manual run off the hour whose interval lies before its logical date (the UI's trigger
+    form, with the pre-filled logical date or a manual data interval) agrees. ``dag.test()``
+    runs (``airflow dags test``) are let through: their interval is the hour before the
+    logical date by design (see the README's warning about running it on a live database).
+    """
+    if logical_date is None or logical_date == interval.start or test_run:
+        return None
+    utc = logical_date.astimezone(UTC)
+    if (utc.minute, utc.second, utc.microsecond) == (0, 0, 0):
+        return (
+            f"its logical date {_utc_label(logical_date)} is the logical date of the scheduled "
+            f"run of [{_utc_label(logical_date)}, {_utc_label(logical_date + timedelta(hours=1))})"
+            f" but its data interval is {interval.label}: while this run exists the scheduler "
+            "cannot create that run and stops scheduling this DAG. Delete this run (UI: the run "
+            "> Delete; REST: DELETE /api/v2/dags/<dag_id>/dagRuns/<run_id>)"
+        )
+    if interval.end > logical_date:
+        return (
+            f"its data interval {interval.label} ends after its logical date "
+            f"{_utc_label(logical_date)}: the interval was taken from the time the run was "
+            "triggered (`airflow dags trigger --logical-date` does that in Airflow 3.3), not "
+            "from the logical date, so it is not the hour that was asked for"
+        )
+    return None
+
+
+def resend_recipe(dag_id: str, start: datetime | None = None) -> str:
+    """How to send exactly one hour again: a one-hour backfill that reprocesses a done run."""
+    hour = _iso_hour(start) if start is not None else "<hour start, e.g. 2025-05-14T10:00:00+00:00>"
+    return (
+        f"To send the hour starting at S (again): `airflow backfill create --dag-id {dag_id} "
+        f"--from-date {hour} --to-date {hour} --reprocess-behavior completed "
+        "--max-active-runs 1` (from = to = S; in the UI: Trigger > Backfill, S as start and "
+        "end, Reprocess Behavior 'All Runs', Max Active Runs 1)"
+    )
+
+
 @dataclass(frozen=True)
 class BatchBounds:
     """One keyset batch planned by ``plan_batches.sql``: sort keys ``[lower, upper)``.
@@ -146,6 +201,10 @@ def request_headers(key: str) -> dict[str, str]:
 
 def _utc_label(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _iso_hour(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00+00:00")
 
 
 def split_body(body: str) -> tuple[str, str]:

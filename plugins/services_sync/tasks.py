@@ -34,7 +34,9 @@ from services_sync.payload import (
     build_body,
     hourly_interval,
     idempotency_key,
+    logical_date_problem,
     request_headers,
+    resend_recipe,
 )
 from services_sync.transform import Rejected, TransformResult, transform_rows
 
@@ -46,23 +48,33 @@ log = logging.getLogger(__name__)
 #: How many quarantined rows of a batch are spelled out in the task log.
 _LOGGED_REJECTS = 5
 
-_TRIGGER_HELP = (
-    "Trigger it for a past hour with a logical date, e.g. "
-    "`airflow dags trigger {dag_id} --logical-date 2025-05-14T11:00:00+00:00` sends "
-    "[10:00, 11:00) UTC (the last whole hour before the logical date); in the UI keep the "
-    "pre-filled logical date. For a range of hours use `airflow backfill create --dag-id {dag_id} "
-    "--from-date ... --to-date ... --max-active-runs 1`."
-)
-
 
 def require_hourly_interval(dag_id: str, start: datetime | None, end: datetime | None) -> Interval:
-    """The run's ``[start, end)``; fail the task (no retries) with how to trigger it correctly."""
+    """The run's ``[start, end)``; fail the task (no retries) with how to send an hour instead."""
     try:
         return hourly_interval(start, end)
     except ValueError as exc:
-        raise AirflowFailException(
-            f"{dag_id} cannot run: {exc}. {_TRIGGER_HELP.format(dag_id=dag_id)}"
-        ) from None
+        raise AirflowFailException(f"{dag_id} cannot run: {exc}. {resend_recipe(dag_id)}") from None
+
+
+def require_run_interval(
+    dag_id: str,
+    logical_date: datetime | None,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    test_run: bool = False,
+) -> Interval:
+    """The run's interval, refusing a run whose logical date and data interval disagree.
+
+    See :func:`services_sync.payload.logical_date_problem`; the message names the recipe
+    that sends exactly the intended hour.
+    """
+    interval = require_hourly_interval(dag_id, start, end)
+    problem = logical_date_problem(logical_date, interval, test_run=test_run)
+    if problem:
+        raise AirflowFailException(f"{dag_id} refuses this run: {problem}. {resend_recipe(dag_id)}")
+    return interval
 
 
 def check_run_setup(
@@ -71,11 +83,16 @@ def check_run_setup(
     data_interval_end: datetime | None,
     params: Mapping[str, Any],
     settings: Settings | None = None,
+    *,
+    logical_date: datetime | None = None,
+    test_run: bool = False,
 ) -> str:
     """First task: fail fast, with the fix, on anything that would make the run useless.
 
-    Checks the data interval, the params, both connections and read access to the source table,
-    then creates the state tables if needed. Returns the interval label.
+    Checks the data interval (one whole hour that agrees with the logical date), the params,
+    both connections and read access to the source table, then creates the state tables if
+    needed. Returns the interval label. ``test_run``: a ``dag.test()`` run (see
+    :func:`services_sync.payload.logical_date_problem`).
     """
     import psycopg
 
@@ -83,7 +100,9 @@ def check_run_setup(
     from services_sync.db import connect
 
     settings = settings or load_settings()
-    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
+    interval = require_run_interval(
+        dag_id, logical_date, data_interval_start, data_interval_end, test_run=test_run
+    )
     batch_size = params.get("batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise AirflowFailException(f"param batch_size={batch_size!r} must be a positive integer")

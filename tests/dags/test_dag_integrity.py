@@ -203,17 +203,25 @@ def test_airflow_dags_report_parses_every_file(airflow_db, capsys):
             print(f"\n  airflow dags report: {name} parsed in {row['duration']} ({row['dags']})")
 
 
-def test_the_late_commit_gate_reschedules_and_is_bounded(sync_dag):
+def test_the_late_commit_gate_pokes_and_is_bounded(sync_dag):
+    """Poke mode: a rescheduling sensor with retries can crash the Airflow 3.3 scheduler.
+
+    ``ForeignKeyViolation`` on ``task_reschedule_ti_fkey`` when the scheduler's failure handling
+    of the sensor races its last reschedule request (apache/airflow#71923; seen once in
+    ``tests/operate/test_deadline_alert.py``). A race cannot be reproduced on demand; this keeps
+    the pattern out.
+    """
     settings = load_settings()
     gate = sync_dag.get_task("wait_for_open_transactions")
-    assert gate.mode == "reschedule"  # no worker slot is held while waiting
+    assert gate.mode == "poke"
+    assert gate.retries > 0  # a lost database connection is retried
     assert gate.conn_id == "services_source_db"
     assert gate.timeout >= settings.max_open_transaction.total_seconds()
     assert placeholders(gate.sql) == set(gate.parameters) == {"window_end", "clock_skew_s"}
 
 
 def test_a_stuck_run_raises_a_deadline_alert():
-    """Off in the in-process tests (an Airflow 3.3.2 dag.test() bug); on by default."""
+    """The deadline follows SERVICES_SYNC_RUN_DEADLINE_MIN (default 120: see test_dags_test_cli)."""
     probe = (
         "import sys; sys.path[:0] = ['plugins']\n"
         "from airflow.dag_processing.dagbag import DagBag\n"

@@ -56,8 +56,17 @@ def test_a_run_without_a_proper_hour_says_how_to_trigger_it(source_db, api, star
         setup(data_interval_start=start, data_interval_end=end)
     message = str(info.value)
     assert expected in message
-    assert "airflow dags trigger services_requests_sync --logical-date" in message
-    assert "airflow backfill create" in message
+    assert "airflow dags trigger" not in message
+    assert "airflow backfill create --dag-id services_requests_sync" in message
+    assert "--reprocess-behavior completed" in message
+
+
+def test_a_run_whose_logical_date_and_interval_disagree_names_the_recipe(source_db, api):
+    with pytest.raises(AirflowFailException) as info:
+        setup(logical_date=H + timedelta(hours=1))
+    message = str(info.value)
+    assert "refuses this run" in message
+    assert "airflow backfill create --dag-id services_requests_sync" in message
 
 
 def test_missing_connections_are_named_with_the_variable_to_set(monkeypatch):

@@ -3,7 +3,7 @@
 ``dag.test()`` (the other end-to-end tests) runs tasks in-process; this test runs the
 production path: ``airflow backfill create`` writes runs to a PostgreSQL metadata database, the
 scheduler (LocalExecutor) queues them, task processes talk to the api-server's Execution API,
-and the DAG's ``DeadlineAlert`` is on (``dag.test()`` in Airflow 3.3.2 cannot run with it).
+and the DAG's ``DeadlineAlert`` is on (deadlines exist only for runs the scheduler queues).
 
 The intervals are real past hours (backfill only creates runs whose interval has ended, by the
 wall clock): ``H0 = now - 4 h`` on the hour, backfilled ``H0 .. H0 + 2 h``, with the DAG's start

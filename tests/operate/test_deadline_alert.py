@@ -1,7 +1,7 @@
 """A stuck run raises the DeadlineAlert: scheduler + triggerer deliver it to a real SMTP server.
 
-``dag.test()`` cannot run a DAG with a ``DeadlineAlert`` in Airflow 3.3.2, so this is the only
-place the stuck-run alert is exercised, on the production path: the scheduler notices the missed
+A ``dag.test()`` run has no ``queued_at`` and so no deadline: the stuck-run alert lives on the
+production path only, and this is where it is exercised: the scheduler notices the missed
 deadline and the triggerer runs ``services_sync.alerts.deadline_missed``.
 
 The run is made stuck on purpose: a clock-skew margin of a day keeps the late-commit gate

@@ -12,7 +12,9 @@ from services_sync.payload import (
     build_body,
     hourly_interval,
     idempotency_key,
+    logical_date_problem,
     request_headers,
+    resend_recipe,
 )
 
 UTC = UTC
@@ -129,3 +131,44 @@ def test_batch_bounds_from_a_plan_row_as_it_crosses_xcom():
     assert bounds.lower == ("2025-05-14 10:10:00.5+00", "R9", "water")
     assert bounds.planned_rows == 1000
     assert bounds.interval_rows == 4321
+
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("logical_date", "start", "test_run"),
+    [
+        pytest.param(H, H, False, id="scheduled-or-backfill"),
+        pytest.param(H + timedelta(minutes=23, seconds=5), H - HOUR, False, id="ui-prefilled-now"),
+        pytest.param(H + timedelta(days=2, minutes=7), H, False, id="ui-manual-interval"),
+        pytest.param(H + HOUR, H, True, id="dags-test"),
+    ],
+)
+def test_runs_whose_logical_date_and_interval_agree(logical_date, start, test_run):
+    assert (
+        logical_date_problem(logical_date, Interval(start, start + HOUR), test_run=test_run) is None
+    )
+
+
+def test_a_run_on_the_hour_that_is_not_its_interval_start_is_refused():
+    """`airflow dags trigger --logical-date 11:00` at 11:35: interval [10:00, 11:00) from now."""
+    problem = logical_date_problem(H + HOUR, Interval(H, H + HOUR))
+    assert "logical date of the scheduled run of [2025-05-14T11:00Z, 2025-05-14T12:00Z)" in problem
+    assert "Delete this run" in problem
+
+
+def test_a_run_whose_interval_was_taken_from_a_later_time_is_refused():
+    """`airflow dags trigger --logical-date 2025-05-14T10:30` a year later: the latest hour."""
+    later = H + timedelta(days=400)
+    problem = logical_date_problem(H + timedelta(minutes=30), Interval(later, later + HOUR))
+    assert "ends after its logical date 2025-05-14T10:30Z" in problem
+
+
+def test_the_resend_recipe_is_a_one_hour_backfill_that_reprocesses():
+    recipe = resend_recipe("services_requests_sync", H)
+    assert (
+        "airflow backfill create --dag-id services_requests_sync --from-date "
+        "2025-05-14T10:00:00+00:00 --to-date 2025-05-14T10:00:00+00:00 "
+        "--reprocess-behavior completed --max-active-runs 1"
+    ) in recipe
