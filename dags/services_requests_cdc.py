@@ -9,10 +9,10 @@ deletes, and it never scans the table.
 |---|---|
 | `check_cdc_setup` | fails at once, naming the fix, on a missing connection, `wal_level` not `logical` or a missing replica identity; creates the publication, the slot and the state tables if missing |
 | `check_slot_health` | measures the WAL the slot retains, alerts above `SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB` or when `wal_status` is `unreserved`, fails when the slot is lost; writes a heartbeat |
-| `capture_changes` | opens a window up to the flushed end of WAL (or resumes the unfinished one), peeks the slot **without consuming it**, stages the changes in the state database, keeps the newest per request, plans batches |
-| `build_change_batch` | one per batch: converts its changes to the API contract, quarantines bad rows, builds the body and its `Idempotency-Key` (from commit LSN + position) |
-| `post_change_batch` | one per batch: `HttpOperator` POST, 30 s timeout, retried with backoff + jitter, honors `Retry-After`, fails fast on 4xx, splits on 413; checks the ack |
-| `record_delivery` | stores the acks in the delivery ledger, checks every batch was acked |
+| `capture_changes` | opens a window up to the flushed end of WAL (or resumes the unfinished one), peeks the slot **without consuming it**, stages the changes in the state database, keeps the newest per request, spreads requests over the delivery lanes |
+| `build_change_batches` | cuts each lane's changes into batches: converts them to the API contract, quarantines bad rows, writes each body and its `Idempotency-Key` (from commit LSN + position) to the outbox; a resumed window is not built again |
+| `post_batches` | `SERVICES_SYNC_LANES` delivery lanes (`HttpOperator`), each request's changes in one lane, in commit order: 30 s timeout, every ack recorded as it comes, retried with backoff + jitter + `Retry-After`, a retry resumes at the first unacknowledged batch |
+| `record_delivery` | checks in the ledger that every batch of the window was acknowledged (one alert naming those that were not) |
 | `acknowledge_changes` | only now advances the slot past the window |
 
 **Connections:** `services_source_db` (postgres; a role with `REPLICATION` and `SELECT` on
@@ -28,24 +28,33 @@ the whole table as of one snapshot, exactly once with the stream: no gap, no dou
 `SERVICES_SYNC_CDC_COLLAPSE=off` sends every transition in commit order instead of the newest.
 
 **Reruns:** the slot moves only after every batch of the window was acknowledged. A failed
-run leaves the window open; the next run (or clearing this one) sends the same batches with
-the same keys, then acknowledges. A run's data interval only labels it: what a run sends is
-what the slot holds, so there is nothing to backfill (use `initial_snapshot` to resend the
-table).
+run leaves the window open with its batches in the outbox; the next run (or clearing this one)
+sends those not acknowledged yet, with the same keys, then acknowledges. A run's data interval
+only labels it: what a run sends is what the slot holds, so there is nothing to backfill, and
+a run triggered by hand needs no logical date (`initial_snapshot` resends the table).
+
+**Alerts:** once per failed run, on a lagging slot, and when a run is not finished
+`SERVICES_SYNC_RUN_DEADLINE_MIN` (120) minutes after it was queued (a stuck CDC run is WAL
+piling up on the source).
 
 **Owner:** data-platform
 """
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 # services_sync.cdc_tasks is imported inside each task: it pulls in psycopg and the pgoutput
 # decoder, which parsing this file does not need.
-from services_sync import tasks
-from services_sync.alerts import SyncFailureNotifier
+from services_sync import record
 from services_sync.config import load_settings
-from services_sync.operators import RequestBatchHttpOperator, post_batch_args
+from services_sync.dag_defaults import (
+    allow_dag_test,
+    batch_params,
+    default_args,
+    stuck_run_deadline,
+)
+from services_sync.lanes import DeliveryLaneOperator, lane_args, lane_numbers
 
 DAG_ID = "services_requests_cdc"
 SETTINGS = load_settings()
@@ -58,15 +67,10 @@ SETTINGS = load_settings()
     start_date=SETTINGS.start_date,
     catchup=False,  # each run takes everything the slot holds: missed hours need no runs
     max_active_runs=1,  # one window at a time, acknowledged in order
-    default_args={
-        "owner": "data-platform",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": SETTINGS.task_retry_delay,
-        "on_failure_callback": SyncFailureNotifier(),  # e-mail / Slack, per connection
-    },
+    default_args=default_args(SETTINGS),  # retries, failure alert (e-mail / Slack)
+    deadline=stuck_run_deadline(SETTINGS),  # alert on a run still unfinished after 2 h
     params={
-        "batch_size": Param(SETTINGS.default_batch_size, type="integer", minimum=1, maximum=50_000),
-        "max_batch_bytes": Param(SETTINGS.max_batch_bytes, type="integer", minimum=1024),
+        **batch_params(SETTINGS),
         "initial_snapshot": Param(
             False,
             type="boolean",
@@ -79,7 +83,7 @@ SETTINGS = load_settings()
     doc_md=__doc__,
 )
 def services_requests_cdc():
-    """check_cdc_setup → check_slot_health → capture_changes → build/post[n] → acknowledge."""
+    """check_cdc_setup → check_slot_health → capture → build → post_batches[lanes] → ack."""
 
     @task
     def check_cdc_setup():
@@ -97,54 +101,55 @@ def services_requests_cdc():
 
     @task
     def capture_changes(params=None, run_id=None):
-        """Stage the slot's pending changes (or resume the open window); plan its batches."""
+        """Stage the slot's pending changes (or resume the open window); spread them over lanes."""
         from services_sync import cdc_tasks
 
         return cdc_tasks.capture_changes(DAG_ID, run_id, params)
 
-    @task(map_index_template="batch {{ task.op_kwargs['plan_row'][1] + 1 }}")
-    def build_change_batch(plan_row, run_id=None, data_interval_start=None, data_interval_end=None):
-        """Transform and quarantine one batch of changes; return its JSON body and headers."""
+    @task
+    def build_change_batches(window, run_id=None, data_interval_start=None, data_interval_end=None):
+        """Cut the window into batches in the outbox (a resumed window is already there)."""
         from services_sync import cdc_tasks
 
-        return cdc_tasks.build_change_batch(
-            plan_row,
+        return cdc_tasks.build_change_batches(
             dag_id=DAG_ID,
             run_id=run_id,
-            data_interval_start=data_interval_start,
-            data_interval_end=data_interval_end,
+            window_id=window["window_id"],
+            interval=record.interval_or_none(data_interval_start, data_interval_end),
         )
 
-    plan = capture_changes()
-    post_change_batch = RequestBatchHttpOperator.partial(
-        task_id="post_change_batch",
-        # POST, 30 s timeout, ack check, retries with backoff + jitter + Retry-After
-        **post_batch_args(SETTINGS),
-    ).expand_kwargs(build_change_batch.expand(plan_row=plan).map(tasks.as_post_kwargs))
+    post_batches = DeliveryLaneOperator.partial(
+        task_id="post_batches",
+        **lane_args(SETTINGS),  # POST, 30 s timeout, retries with backoff + Retry-After
+    ).expand(lane=lane_numbers(SETTINGS))
 
-    @task(trigger_rule="none_failed", multiple_outputs=False)
-    def record_delivery(
-        plan, results, run_id=None, data_interval_start=None, data_interval_end=None
-    ):
-        """Store the acks in the delivery ledger; fail unless every batch was acknowledged."""
-        return tasks.record_delivery(
-            plan,
-            results,
+    @task(trigger_rule="all_done")
+    def record_delivery(window, run_id=None, data_interval_start=None, data_interval_end=None):
+        """Fail, once, naming every batch of the window not acknowledged; log the summary."""
+        return record.record_delivery(
             dag_id=DAG_ID,
             run_id=run_id,
-            data_interval_start=data_interval_start,
-            data_interval_end=data_interval_end,
+            interval=record.interval_or_none(data_interval_start, data_interval_end),
+            window_id=window["window_id"] if window else None,
         )
 
     @task(multiple_outputs=False)
-    def acknowledge_changes(plan):
+    def acknowledge_changes(window):
         """Advance the slot past the delivered window (never before every batch is acked)."""
         from services_sync import cdc_tasks
 
-        return cdc_tasks.acknowledge_changes(plan, dag_id=DAG_ID)
+        return cdc_tasks.acknowledge_changes(window["window_id"], dag_id=DAG_ID)
 
-    check_cdc_setup() >> check_slot_health() >> plan
-    record_delivery(plan, post_change_batch.output) >> acknowledge_changes(plan)
+    window = capture_changes()
+    chain(
+        check_cdc_setup(),
+        check_slot_health(),
+        window,
+        build_change_batches(window),
+        post_batches,
+        record_delivery(window),
+        acknowledge_changes(window),
+    )
 
 
-services_requests_cdc()
+allow_dag_test(services_requests_cdc())  # `airflow dags test` with the DeadlineAlert on

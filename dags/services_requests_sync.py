@@ -5,37 +5,38 @@ data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON ba
 
 | task | what it does |
 |---|---|
-| `check_run_setup` | fails at once, naming the fix, on a missing interval, connection or grant; creates the state tables |
+| `check_run_setup` | fails at once, naming the fix, on a wrong interval, a missing connection or grant; creates the state tables |
 | `wait_for_open_transactions` | late-commit gate: waits until the interval end + clock skew has passed on the database clock and no write transaction that started before it is still open; fails, naming the pid, if one stays open too long |
-| `plan_batches` | one SQL query plans keyset batches of at most `batch_size` rows (only the bounds cross XCom) |
-| `build_batch` | one per batch: fetches its rows, converts them to the API contract, quarantines bad rows, builds the JSON body and its `Idempotency-Key` |
-| `post_batch` | one per batch: `HttpOperator` POST, 30 s timeout, retried with backoff + jitter, honors `Retry-After`, fails fast on 4xx, splits on 413; checks the ack |
-| `record_delivery` | stores the acks in the delivery ledger, checks every batch was acked, logs the run summary |
+| `plan_batches` | one SQL query plans keyset batches of at most `batch_size` rows; the interval's first plan is kept and reused by its reruns |
+| `build_batches` | reads the interval batch by batch, converts rows to the API contract, quarantines bad rows, and writes each JSON body and its `Idempotency-Key` to the outbox |
+| `post_batches` | `SERVICES_SYNC_LANES` delivery lanes (`HttpOperator`): each POSTs its batches in order over one session, 30 s timeout, records every ack as it comes; retried with backoff + jitter + `Retry-After`, a retry resumes at the first unacknowledged batch |
+| `record_delivery` | checks in the ledger that every batch was acknowledged (one alert naming those that were not), logs the run summary |
 | `reconcile_interval` | fails loudly if an ack count differs from what was sent, or a row now in the interval was committed after it was read |
 
 **Connections:** `services_source_db` (postgres; `SELECT` on `service_requests`),
-`services_api` (http; host, scheme and auth header of the receiver). State tables (ledger,
+`services_api` (http; host, scheme and auth header of the receiver; extra
+`{"Content-Encoding": "gzip"}` sends compressed bodies). State tables (ledger, outbox,
 quarantine) go to schema `services_sync` of `SERVICES_SYNC_STATE_CONN_ID` (default: the source).
 
-**Params:** `batch_size` (rows per POST, default 1000).
+**Params:** `batch_size` (records per POST, default 1000), `max_batch_bytes` (default 1 MiB).
 
-**Ordering, no stale overwrite.** `max_active_runs=1` delivers hours in order while they
-succeed. When an hour fails past its retry budget, later hours go on; if the failed hour is
-retried after them, `post_batch` drops (at send time) every record whose source row changed since
-the batch was built, because the newer version was delivered by a later hour. We chose this over
-blocking later hours behind a failed one: a poison batch stops only itself.
+**Buffer, order, no stale overwrite.** Bodies wait in the outbox until acknowledged. An hour
+that fails past its retry budget does not block later hours: the next run's lanes send its
+batches first, oldest first, and drop (at send time) every record whose source row changed
+since, because the newer version goes out with a later hour.
 
 **Alerts** go to e-mail (connection `services_alerts_smtp`, recipients in
 `SERVICES_SYNC_ALERT_EMAIL_TO`) and Slack (incoming-webhook connection `services_alerts_slack`),
-each only if its connection exists: when a task fails after its last try, when rows are
-quarantined, and when a run is not finished `SERVICES_SYNC_RUN_DEADLINE_MIN` (120; 0 = off)
-minutes after it was queued.
+each only if its connection exists: once per failed run, when rows are quarantined, and when a
+run is not finished `SERVICES_SYNC_RUN_DEADLINE_MIN` (120; 0 = off) minutes after it was queued.
 
-**Reruns and backfills** are safe: each run reads exactly its data interval, and a batch's
-`Idempotency-Key` comes from the interval and the body (never the run id), so resending the same
-data sends the same key and the receiver keeps it once. Backfill with
-`airflow backfill create --dag-id services_requests_sync --from-date … --to-date … --max-active-runs 1`.
-A run without a data interval (triggered without a logical date) fails in `check_run_setup`.
+**Reruns and backfills** are safe: a rerun reads exactly its data interval with the interval's
+first plan, and a batch's `Idempotency-Key` comes from the interval and the body (never the run
+id), so unchanged batches go out with the same keys and the receiver keeps them once. To send one
+past hour again: `airflow backfill create --dag-id services_requests_sync --from-date S
+--to-date S --reprocess-behavior completed --max-active-runs 1` (S = the hour's start). Never
+`airflow dags trigger --logical-date`: in Airflow 3.3 it takes the interval from the time of
+triggering, and `check_run_setup` refuses such a run.
 
 **Owner:** data-platform
 """
@@ -46,9 +47,9 @@ from datetime import timedelta
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
-from services_sync import tasks
+from services_sync import record, tasks
 from services_sync.config import load_settings
 from services_sync.dag_defaults import (
     allow_dag_test,
@@ -57,7 +58,7 @@ from services_sync.dag_defaults import (
     is_test_run,
     stuck_run_deadline,
 )
-from services_sync.operators import RequestBatchHttpOperator, post_batch_args
+from services_sync.lanes import DeliveryLaneOperator, lane_args, lane_numbers
 
 DAG_ID = "services_requests_sync"
 SETTINGS = load_settings()
@@ -78,7 +79,7 @@ SETTINGS = load_settings()
     doc_md=__doc__,
 )
 def services_requests_sync():
-    """check_run_setup → plan_batches → build_batch[n] → post_batch[n] → record_delivery."""
+    """check_run_setup → gate → plan_batches → build_batches → post_batches[lanes] → record."""
 
     @task
     def check_run_setup(
@@ -125,43 +126,36 @@ def services_requests_sync():
             "window_end": "{{ data_interval_end }}",
             "batch_size": "{{ params.batch_size }}",
             "max_batch_bytes": "{{ params.max_batch_bytes }}",
-            "max_batches": SETTINGS.max_batches,
         },
-        output_processor=tasks.check_plan,
+        output_processor=tasks.keep_plan,  # the plan goes to the state DB, a summary to XCom
     )
 
-    @task(map_index_template="batch {{ task.op_kwargs['plan_row'][0] + 1 }}")
-    def build_batch(plan_row, run_id=None, data_interval_start=None, data_interval_end=None):
-        """Fetch, transform and quarantine one batch; return its JSON body and headers."""
-        return tasks.build_batch(
-            plan_row,
+    @task
+    def build_batches(run_id=None, data_interval_start=None, data_interval_end=None):
+        """Transform and quarantine the interval batch by batch into the outbox."""
+        return tasks.build_batches(
             dag_id=DAG_ID,
             run_id=run_id,
             data_interval_start=data_interval_start,
             data_interval_end=data_interval_end,
         )
 
-    post_batch = RequestBatchHttpOperator.partial(
-        task_id="post_batch",
-        # POST, 30 s timeout, ack check, retries with backoff + jitter + Retry-After
-        **post_batch_args(SETTINGS),
-    ).expand_kwargs(build_batch.expand(plan_row=plan_batches.output).map(tasks.as_post_kwargs))
+    post_batches = DeliveryLaneOperator.partial(
+        task_id="post_batches",
+        drop_superseded=True,  # an older hour sent after a newer one leaves out what changed
+        **lane_args(SETTINGS),  # POST, 30 s timeout, retries with backoff + Retry-After
+    ).expand(lane=lane_numbers(SETTINGS))
 
-    @task(trigger_rule="none_failed", multiple_outputs=False)
-    def record_delivery(
-        plan, results, run_id=None, data_interval_start=None, data_interval_end=None
-    ):
-        """Store the acks in the delivery ledger and log the run summary."""
-        return tasks.record_delivery(
-            plan,
-            results,
+    @task(trigger_rule="all_done")
+    def record_delivery(run_id=None, data_interval_start=None, data_interval_end=None):
+        """Fail, once, naming every batch not acknowledged; log the run summary."""
+        return record.record_delivery(
             dag_id=DAG_ID,
             run_id=run_id,
-            data_interval_start=data_interval_start,
-            data_interval_end=data_interval_end,
+            interval=tasks.require_hourly_interval(DAG_ID, data_interval_start, data_interval_end),
         )
 
-    @task(retries=0, multiple_outputs=False)
+    @task(retries=0)
     def reconcile_interval(run_id=None, data_interval_start=None, data_interval_end=None):
         """Fail loudly unless every row of the interval was acked, quarantined or superseded."""
         return tasks.reconcile_interval(
@@ -171,8 +165,15 @@ def services_requests_sync():
             data_interval_end=data_interval_end,
         )
 
-    check_run_setup() >> wait_for_open_transactions >> plan_batches
-    record_delivery(plan_batches.output, post_batch.output) >> reconcile_interval()
+    chain(
+        check_run_setup(),
+        wait_for_open_transactions,
+        plan_batches,
+        build_batches(),
+        post_batches,
+        record_delivery(),
+        reconcile_interval(),
+    )
 
 
 allow_dag_test(services_requests_sync())  # `airflow dags test` with the DeadlineAlert on

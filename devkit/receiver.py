@@ -6,7 +6,8 @@ delivers to. It is used by the demo, by the tests and by people trying the pipel
     python -m devkit.receiver --host 127.0.0.1 --port 8000 [--token T] [--store state.jsonl]
 
 Data endpoint
-    ``POST /services-data/requests`` with a JSON body ``{"requests": [ ... ]}`` (1..10000 items,
+    ``POST /services-data/requests`` with a JSON body ``{"requests": [ ... ]}``, plain or with
+    ``Content-Encoding: gzip`` (1..10000 items,
     each exactly ``service_id``, ``request_id``, ``opening_date``, ``status_id``,
     ``last_modified_date``; validated strictly) and a required ``Idempotency-Key`` header.
     Answers, in this order of checks:
@@ -53,6 +54,8 @@ Fault injection (for retry tests)
       connection's transport directly; under a server where the transport cannot be found the
       receiver falls back to response headers with ``Content-Length: 1`` and no body, which
       ``requests`` reports as ``ChunkedEncodingError`` instead.
+    * ``"match": "R-0025"`` on any of these: the fault applies only to the next request whose
+      (decompressed) body contains that text; the others pass untouched (a poison batch).
     * ``{"drop": "mid_body"}``: the request is processed and stored normally, then the response
       headers are sent with the full ``Content-Length`` but only the first half of the body,
       and the connection is closed. ``requests`` raises
@@ -84,6 +87,7 @@ import re
 import socket
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -207,6 +211,7 @@ class Fault(BaseModel):
     delay_s: Annotated[float, Field(ge=0, le=600)] | None = None
     drop: Literal["before_response", "mid_body"] | None = None
     times: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    match: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Fault:
@@ -507,12 +512,23 @@ class ReceiverState:
             self._faults.clear()
             return n
 
-    def take_fault(self) -> Fault | None:
-        """Consume one application of the fault at the head of the queue, if any."""
+    def has_faults(self) -> bool:
+        """Whether a fault is pending (the data endpoint then reads the body first)."""
+        with self._lock:
+            return bool(self._faults)
+
+    def take_fault(self, body: bytes = b"") -> Fault | None:
+        """Consume one application of the fault at the head of the queue, if it applies.
+
+        A fault with ``match`` applies only to a body containing that text (gzip bodies are
+        looked into); the others pass untouched and leave it queued.
+        """
         with self._lock:
             if not self._faults:
                 return None
             head = self._faults[0]
+            if head.fault.match is not None and head.fault.match.encode() not in _plain(body):
+                return None
             head.remaining -= 1
             if head.remaining <= 0:
                 self._faults.pop(0)
@@ -530,6 +546,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Decompress a gzip body, refusing (413 later) to inflate past MAX_BODY_BYTES + 1."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(data, MAX_BODY_BYTES + 1)
+    if not inflater.eof and len(out) <= MAX_BODY_BYTES:
+        raise EOFError("truncated gzip body")
+    return out
+
+
+def _plain(body: bytes) -> bytes:
+    """A body as JSON bytes, decompressed if it is gzip (for fault matching)."""
+    if body[:2] == b"\x1f\x8b":
+        try:
+            return _gunzip(body)
+        except (OSError, EOFError, zlib.error):
+            return body
+    return body
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -594,25 +629,32 @@ class _ReceiverApp(FastAPI):
     receiver: ReceiverState
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == DATA_PATH:
-            fault = self.receiver.take_fault()
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == DATA_PATH
+            and self.receiver.has_faults()
+        ):
+            key = _header(scope, b"idempotency-key")
+            body = await _read_body(receive)
+            if body is None:
+                logger.info(
+                    "POST %s key=%s client went away before sending its body",
+                    DATA_PATH,
+                    _log_key(key),
+                )
+                return
+            receive = _replaying(body, receive)
+            fault = self.receiver.take_fault(body)
             if fault is not None:
+                logger.info("POST %s key=%s fault=%s", DATA_PATH, _log_key(key), fault.kind)
                 await self._serve_with_fault(fault, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
     async def _serve_with_fault(
-        self, fault: Fault, scope: Scope, receive: Receive, send: Send
+        self, fault: Fault, scope: Scope, replay: Receive, send: Send
     ) -> None:
-        key = _header(scope, b"idempotency-key")
-        logger.info("POST %s key=%s fault=%s", DATA_PATH, _log_key(key), fault.kind)
-        body = await _read_body(receive)
-        if body is None:
-            logger.info(
-                "POST %s key=%s client went away before sending its body", DATA_PATH, _log_key(key)
-            )
-            return
-        replay = _replaying(body, receive)
 
         if fault.status is not None:
             payload = json.dumps({"error": "injected fault"}).encode()
@@ -630,7 +672,7 @@ class _ReceiverApp(FastAPI):
         elif fault.drop == "before_response":
             transport = _find_transport(send)
             if transport is not None:
-                await _close_and_wait(transport, receive)
+                await _close_and_wait(transport, replay)
             else:  # pragma: no cover - only under servers other than uvicorn
                 # Headers promising one byte, then nothing: uvicorn-less servers close the
                 # connection when the app returns without completing the response.
@@ -642,7 +684,7 @@ class _ReceiverApp(FastAPI):
                     }
                 )
         else:  # drop == "mid_body"
-            await self._send_truncated(scope, replay, receive, send)
+            await self._send_truncated(scope, replay, replay, send)
 
     async def _send_truncated(
         self, scope: Scope, replay: Receive, receive: Receive, send: Send
@@ -792,6 +834,14 @@ def create_app(
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return reject(413, key, "payload too large", f"body exceeds {MAX_BODY_BYTES} bytes")
         raw = await request.body()
+        encoding = (request.headers.get("content-encoding") or "identity").strip().lower()
+        if encoding == "gzip":
+            try:
+                raw = _gunzip(raw)
+            except (OSError, EOFError, zlib.error):
+                return reject(400, key, "invalid body", "Content-Encoding gzip, but not gzip data")
+        elif encoding != "identity":
+            return reject(415, key, "unsupported media type", f"Content-Encoding {encoding!r}")
         if len(raw) > MAX_BODY_BYTES:
             return reject(413, key, "payload too large", f"body exceeds {MAX_BODY_BYTES} bytes")
         try:

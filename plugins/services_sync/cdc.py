@@ -8,11 +8,10 @@ the JSON-safe row (the new row of an insert or update, the old row of a delete).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from services_sync.pgoutput import UNCHANGED_TOAST, Change, int_to_lsn
 from services_sync.transform import json_safe_row
@@ -22,6 +21,8 @@ TABLE_NAME = "service_requests"
 
 #: Bytes a record's JSON may take beyond its staged row's JSON text (key renames, quoting).
 _RECORD_OVERHEAD_BYTES = 64
+
+T = TypeVar("T")
 
 _COLUMNS = ("service_id", "request_id", "opening_date", "status_id", "last_modified_date")
 
@@ -143,51 +144,25 @@ def key_scope(first: tuple[str, int], last: tuple[str, int]) -> str:
     return f"{first[0]}.{first[1]}-{last[0]}.{last[1]}"
 
 
-@dataclass(frozen=True)
-class ChangeBatchPlan:
-    """The batches of a window: ``rows`` plan rows ``[window_id, index, count, first, last]``."""
+def records_per_batch(max_row_bytes: int, *, batch_size: int, max_batch_bytes: int) -> int:
+    """Records per batch of a window: ``batch_size``, fewer if the largest row needs it.
 
-    rows: list[list[int]]
-    per_batch: int
-
-
-def plan_change_batches(
-    window_id: int,
-    records: int,
-    max_row_bytes: int,
-    *,
-    batch_size: int,
-    max_batch_bytes: int,
-    max_batches: int,
-) -> ChangeBatchPlan:
-    """Cut a window's ``records`` (delivery order 0..n-1) into batches.
-
-    At most ``batch_size`` records per batch, fewer when the largest row would not let a full
-    batch fit ``max_batch_bytes``; more than ``batch_size`` when the window would otherwise
-    need more than ``max_batches`` batches (mapped tasks), as long as the byte bound allows.
-
-    Raises:
-        ValueError: the window cannot be cut into ``max_batches`` batches within the byte bound.
+    Fewer when the window's largest row would not let a full batch fit ``max_batch_bytes``.
     """
-    if records <= 0:
-        return ChangeBatchPlan([], batch_size)
     fit = max(1, max_batch_bytes // (max_row_bytes + _RECORD_OVERHEAD_BYTES))
-    per_batch = min(batch_size, fit)
-    if math.ceil(records / per_batch) > max_batches:
-        per_batch = math.ceil(records / max_batches)
-        if per_batch > fit:
-            raise ValueError(
-                f"the window holds {records} records and only {fit} fit one body of "
-                f"max_batch_bytes={max_batch_bytes}: it needs more than {max_batches} batches. "
-                "Raise the max_batch_bytes param (and the receiver's limit), or [core] "
-                "max_map_length together with SERVICES_SYNC_MAX_BATCHES"
-            )
-    count = math.ceil(records / per_batch)
-    rows = [
-        [window_id, index, count, index * per_batch, min(records, (index + 1) * per_batch) - 1]
-        for index in range(count)
-    ]
-    return ChangeBatchPlan(rows, per_batch)
+    return max(1, min(batch_size, fit))
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter); memory holds one list."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -25,26 +25,25 @@ from services_sync import alerts, cdc_source, state
 from services_sync.alerts import Alert
 from services_sync.cdc import (
     Snapshot,
+    chunks,
     is_source_table,
     key_scope,
-    plan_change_batches,
     record_row,
+    records_per_batch,
     snapshot_change,
     staged_change,
 )
 from services_sync.config import Settings, load_settings
 from services_sync.db import connect, state_sql
-from services_sync.payload import build_body, request_headers, scoped_key
+from services_sync.payload import Interval, build_body, scoped_key
 from services_sync.pgoutput import Change, ChangeDecoder, lsn_to_int
 from services_sync.sql import load_sql
 from services_sync.tasks import (
     check_connections,
     first_line,
     log_quarantined,
-    record_built_batch,
-    require_hourly_interval,
 )
-from services_sync.transform import transform_rows
+from services_sync.transform import Rejected, transform_rows
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +232,13 @@ def capture_changes(
     run_id: str,
     params: Mapping[str, Any],
     settings: Settings | None = None,
-) -> list[list[int]]:
-    """Capture (or resume) the window and plan its batches; return the plan rows.
+) -> dict[str, Any]:
+    """Capture (or resume) the window and fix its batch size; return a summary (XCom).
 
-    An unfinished window is resumed as it is: a captured one is planned again from its staged
-    changes (same batches, same keys), a half-staged one is staged again up to the same
-    ``upto_lsn``. Otherwise a new window opens up to the flushed end of WAL.
+    An unfinished window is resumed as it is: a captured one keeps its staged changes and batch
+    size (same batches, same keys; if its batches are in the outbox already they are only
+    sent), a half-staged one is staged again up to the same ``upto_lsn``. Otherwise a new
+    window opens up to the flushed end of WAL.
     """
     settings = settings or load_settings()
     schema = settings.state_schema
@@ -281,39 +281,41 @@ def capture_changes(
         if window["status"] == "capturing":
             _stage_window(state_conn, window, settings)
             state_conn.commit()
-        with state_conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                state_sql("cdc_window_size.sql", schema), {"window_id": window["window_id"]}
-            )
-            size = cur.fetchone()
-        batch_size = window["per_batch"] or int(
-            params.get("batch_size") or settings.default_batch_size
-        )
-        try:
-            plan = plan_change_batches(
-                window["window_id"],
-                size["records"],
-                size["max_row_bytes"],
-                batch_size=batch_size,
-                max_batch_bytes=int(params.get("max_batch_bytes") or settings.max_batch_bytes),
-                max_batches=settings.max_batches,
-            )
-        except ValueError as exc:
-            raise AirflowFailException(str(exc)) from None
         if window["per_batch"] is None:
-            with state_conn.cursor() as cur:
+            with state_conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    state_sql("cdc_window_size.sql", schema), {"window_id": window["window_id"]}
+                )
+                size = cur.fetchone()
+                # Fixed once per window: a resumed window is cut the same way (same keys).
+                window["per_batch"] = records_per_batch(
+                    size["max_row_bytes"],
+                    batch_size=int(params.get("batch_size") or settings.default_batch_size),
+                    max_batch_bytes=int(params.get("max_batch_bytes") or settings.max_batch_bytes),
+                )
                 cur.execute(
                     state_sql("cdc_window_planned.sql", schema),
-                    {"window_id": window["window_id"], "per_batch": plan.per_batch},
+                    {"window_id": window["window_id"], "per_batch": window["per_batch"]},
                 )
+        with state_conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                state_sql("cdc_unfinished_window.sql", schema), {"slot_name": settings.cdc_slot}
+            )
+            window = cur.fetchone()
     log.info(
-        "Window %s: %d records to deliver in %d batches of up to %d",
+        "Window %s: %d records to deliver in %d lanes, batches of up to %d",
         window["window_id"],
-        size["records"],
-        len(plan.rows),
-        plan.per_batch,
+        window["records"],
+        window["lanes"],
+        window["per_batch"],
     )
-    return plan.rows
+    return {
+        "window_id": window["window_id"],
+        "records": window["records"],
+        "per_batch": window["per_batch"],
+        "lanes": window["lanes"],
+        "resumed": window["built_at"] is not None,
+    }
 
 
 def _stage_window(
@@ -373,11 +375,12 @@ def _stage_window(
                 "window_id": window_id,
                 "collapse": settings.cdc_collapse,
                 "send_deletes": settings.cdc_deletes == "status",
+                "lanes": settings.lanes,
             },
         )
         cur.execute(
             state_sql("cdc_window_captured.sql", schema),
-            {"window_id": window_id, "read_snapshot": read_snapshot},
+            {"window_id": window_id, "read_snapshot": read_snapshot, "lanes": settings.lanes},
         )
         changes, records, deletes, truncates = cur.fetchone()
     log.info(
@@ -455,123 +458,188 @@ def _copy_values(staged: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*staged[:-1], json.dumps(staged[-1]))
 
 
-def build_change_batch(
-    plan_row: Sequence[int],
+def build_change_batches(
     *,
     dag_id: str,
     run_id: str,
-    data_interval_start: datetime | None,
-    data_interval_end: datetime | None,
+    window_id: int,
+    interval: Interval | None,
     settings: Settings | None = None,
-) -> dict[str, Any] | None:
-    """Read one planned batch of staged changes, transform, quarantine; return the POST kwargs.
+) -> dict[str, Any]:
+    """Cut the window's staged changes into batches, lane by lane, into the outbox.
 
-    Returns ``None`` when every change of the batch was quarantined (nothing to send).
+    Each lane's changes are read in commit order through a server-side cursor and cut every
+    ``per_batch`` records, so memory holds one batch. Keys come from the first and last change
+    positions of a batch (never the run id), so the same window always gives the same keys. A
+    window whose batches were built by an earlier run is not built again: its lanes send what
+    is left in the outbox.
     """
+    from services_sync import outbox
+
     settings = settings or load_settings()
-    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
-    window_id, index, count, first_ord, last_ord = (int(v) for v in plan_row)
+    schema = settings.state_schema
+    totals = {"batches": 0, "records": 0, "quarantined": 0, "rows": 0, "bytes": 0}
     with connect(settings.state_conn_id) as conn:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                state_sql("cdc_fetch_batch.sql", settings.state_schema),
-                {"window_id": window_id, "first_ord": first_ord, "last_ord": last_ord},
+                state_sql("cdc_unfinished_window.sql", schema), {"slot_name": settings.cdc_slot}
             )
-            changes = cur.fetchall()
-        rows = [
-            record_row(
-                c["op"],
-                c["commit_time"],
-                c["row_data"],
-                deleted_status_id=settings.cdc_deleted_status_id,
+            window = cur.fetchone()
+        if window is None or window["window_id"] != window_id or window["status"] != "captured":
+            raise AirflowFailException(
+                f"window {window_id} is not the slot's captured window any more "
+                f"({window and (window['window_id'], window['status'])})"
             )
-            for c in changes
-        ]
-        result = transform_rows(rows, settings.naive_timezone)
-        first = (changes[0]["commit_lsn"], changes[0]["position"]) if changes else ("0/0", 0)
-        last = (changes[-1]["commit_lsn"], changes[-1]["position"]) if changes else ("0/0", 0)
-        scope = key_scope(first, last)
-        body = build_body(result.records) if result.records else None
-        key = scoped_key(scope, body) if body is not None else None
-        record_built_batch(
+        if window["built_at"] is not None:
+            built = outbox.window_batches(conn, schema, window_id=window_id)
+            log.info(
+                "Window %s was built by an earlier run: %d batches, %d still to send",
+                window_id,
+                len(built),
+                sum(1 for b in built if b["status"] == "pending"),
+            )
+            totals.update(batches=len(built), rows=sum(b["rows_extracted"] for b in built))
+        else:
+            for lane in range(window["lanes"]):
+                with conn.cursor(
+                    name=f"services_sync_lane_{window_id}_{lane}", row_factory=dict_row
+                ) as changes:
+                    changes.itersize = window["per_batch"]
+                    changes.execute(
+                        state_sql("cdc_lane_changes.sql", schema),
+                        {"window_id": window_id, "lane": lane},
+                    )
+                    for chunk in chunks(changes, window["per_batch"]):
+                        built, rejected = _build_change_batch(
+                            chunk, index=totals["batches"], lane=lane, settings=settings
+                        )
+                        state.quarantine_rows(
+                            conn,
+                            schema,
+                            dag_id=dag_id,
+                            run_id=run_id,
+                            interval_start=interval.start if interval else window["opened_at"],
+                            interval_end=interval.end if interval else window["opened_at"],
+                            rejected=rejected,
+                        )
+                        outbox.store_batch(
+                            conn,
+                            schema,
+                            built,
+                            dag_id=dag_id,
+                            run_id=run_id,
+                            interval=interval,
+                            window_id=window_id,
+                        )
+                        _count(totals, built)
+            with conn.cursor() as cur:
+                cur.execute(state_sql("cdc_window_built.sql", schema), {"window_id": window_id})
+        outbox.finish_build(
             conn,
-            settings,
+            schema,
             dag_id=dag_id,
             run_id=run_id,
             interval=interval,
-            batch_index=index,
-            rows_extracted=len(changes),
-            result=result,
-            body=body,
-            key=key,
-            lower_bound=[str(window_id), *map(str, first)],
-            upper_bound=[str(window_id), *map(str, last)],
-            read_snapshot=None,
+            batches=totals["batches"],
+            rows_extracted=totals["rows"],
+            rows_quarantined=totals["quarantined"],
+            replace_earlier=False,
         )
     log.info(
-        "batch %d/%d of window %s: %d changes, %d to send, %d quarantined, key %s",
-        index + 1,
-        count,
+        "Window %s: %d changes in %d batches, %d records to send (%.1f KiB), %d quarantined",
         window_id,
-        len(changes),
-        len(result.records),
-        len(result.rejected),
-        key,
+        totals["rows"],
+        totals["batches"],
+        totals["records"],
+        totals["bytes"] / 1024,
+        totals["quarantined"],
     )
+    return {"window_id": window_id, **totals}
+
+
+def _build_change_batch(
+    changes: Sequence[Mapping[str, Any]], *, index: int, lane: int, settings: Settings
+) -> tuple[Any, list[Rejected]]:
+    """One batch of a lane's changes: its body and key, and the rows to quarantine."""
+    from services_sync import outbox
+
+    rows = [
+        record_row(
+            c["op"],
+            c["commit_time"],
+            c["row_data"],
+            deleted_status_id=settings.cdc_deleted_status_id,
+        )
+        for c in changes
+    ]
+    result = transform_rows(rows, settings.naive_timezone)
+    first = (changes[0]["commit_lsn"], changes[0]["position"])
+    last = (changes[-1]["commit_lsn"], changes[-1]["position"])
+    body = build_body(result.records) if result.records else None
     log_quarantined(result.rejected)
-    if body is None:
-        return None
-    return {
-        "data": body,
-        "headers": request_headers(key),
-        "batch_index": index,
-        "batch_count": count,
-        "key_scope": scope,
-    }
+    built = outbox.BuiltBatch(
+        batch_index=index,
+        lane=lane,
+        rows_extracted=len(changes),
+        rows_quarantined=len(result.rejected),
+        records=len(result.records),
+        body=body,
+        key=scoped_key(key_scope(first, last), body) if body is not None else None,
+        lower_bound=list(map(str, first)),
+        upper_bound=list(map(str, last)),
+    )
+    return built, result.rejected
+
+
+def _count(totals: dict[str, int], built: Any) -> None:
+    totals["batches"] += 1
+    totals["rows"] += built.rows_extracted
+    totals["records"] += built.records
+    totals["quarantined"] += built.rows_quarantined
+    totals["bytes"] += len(built.body) if built.body else 0
 
 
 def acknowledge_changes(
-    plan: Sequence[Sequence[int]] | None, *, dag_id: str, settings: Settings | None = None
+    window_id: int | None, *, dag_id: str, settings: Settings | None = None
 ) -> dict[str, Any]:
-    """Last task: every batch was acknowledged, so advance the slot past the window.
+    """Last task: every batch of the window was acknowledged, so advance the slot past it.
 
-    No ``CHECKPOINT`` is forced (an I/O spike on the source every hour): the new position
-    reaches disk at the next regular checkpoint. If the source crashes before, the slot comes
-    back behind this window, and the next window starts above it (``floor_lsn``), so those
+    Checks the ledger itself (any batch pending or rejected keeps the slot where it is). No
+    ``CHECKPOINT`` is forced (an I/O spike on the source every hour): the new position reaches
+    disk at the next regular checkpoint. If the source crashes before, the slot comes back
+    behind this window, and the next window starts above it (``floor_lsn``), so those
     transactions are not sent again.
     """
+    from services_sync import outbox
+
     settings = settings or load_settings()
     schema = settings.state_schema
-    with connect(settings.state_conn_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            state_sql("cdc_unfinished_window.sql", schema), {"slot_name": settings.cdc_slot}
-        )
-        window = cur.fetchone()
-    if window is None or window["status"] != "captured":
+    with connect(settings.state_conn_id) as conn:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                state_sql("cdc_unfinished_window.sql", schema), {"slot_name": settings.cdc_slot}
+            )
+            window = cur.fetchone()
+        if window is None or window["status"] != "captured" or window["window_id"] != window_id:
+            raise AirflowFailException(
+                f"window {window_id} is not the captured window of slot {settings.cdc_slot} "
+                f"(found {window and (window['window_id'], window['status'])}): not advancing"
+            )
+        open_batches = [
+            b["batch_index"] + 1
+            for b in outbox.window_batches(conn, schema, window_id=window_id)
+            if b["status"] in ("pending", "rejected")
+        ]
+    if window["built_at"] is None or open_batches:
         raise AirflowFailException(
-            f"no captured window of slot {settings.cdc_slot} to acknowledge (found "
-            f"{window and window['status']}): capture_changes did not finish in this run"
-        )
-    planned = {int(row[0]) for row in plan or []}
-    if planned and planned != {window["window_id"]}:
-        raise AirflowFailException(
-            f"this run delivered window(s) {sorted(planned)} but the open window is "
-            f"{window['window_id']}: not advancing the slot"
+            f"window {window_id} is not delivered (batches not acknowledged: "
+            f"{open_batches or 'not built'}): not advancing the slot"
         )
     with connect(settings.source_conn_id, autocommit=True) as conn:
         position = cdc_source.advance_slot(conn, settings.cdc_slot, window["upto_lsn"])
     with connect(settings.state_conn_id) as conn, conn.cursor() as cur:
-        cur.execute(
-            state_sql("cdc_window_acknowledged.sql", schema), {"window_id": window["window_id"]}
-        )
+        cur.execute(state_sql("cdc_window_acknowledged.sql", schema), {"window_id": window_id})
     log.info(
-        "Acknowledged window %s: slot %s advanced to %s",
-        window["window_id"],
-        settings.cdc_slot,
-        position,
+        "Acknowledged window %s: slot %s advanced to %s", window_id, settings.cdc_slot, position
     )
-    return {
-        "window_id": window["window_id"],
-        "slot_position": position,
-        "records": window["records"],
-    }
+    return {"window_id": window_id, "slot_position": position, "records": window["records"]}

@@ -101,6 +101,17 @@ def _deadline(env: Mapping[str, str]) -> timedelta | None:
     return timedelta(minutes=minutes) if minutes > 0 else None
 
 
+#: Most delivery lanes a run may map: each is a task instance and a concurrent POST stream.
+MAX_LANES = 16
+
+
+def _lanes(env: Mapping[str, str]) -> int:
+    lanes = _int(env, "SERVICES_SYNC_LANES", 4, minimum=1)
+    if lanes > MAX_LANES:
+        raise ConfigError(f"SERVICES_SYNC_LANES={lanes} must be at most {MAX_LANES}")
+    return lanes
+
+
 def _identifier(env: Mapping[str, str], name: str, default: str) -> str:
     raw = _get(env, name, default)
     if not raw.replace("_", "").isalnum() or raw[0].isdigit():
@@ -139,7 +150,9 @@ class Settings:
     naive_timezone: ZoneInfo
     default_batch_size: int
     max_batch_bytes: int
-    max_batches: int
+    lanes: int
+    post_pool: str
+    outbox_retention: timedelta
     clock_skew: timedelta
     max_open_transaction: timedelta
     gate_poke_interval: timedelta
@@ -199,8 +212,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         naive_timezone=_zone(env, "SERVICES_SYNC_NAIVE_TIMEZONE", "UTC"),
         default_batch_size=_int(env, "SERVICES_SYNC_BATCH_SIZE", 1000, minimum=1),
         max_batch_bytes=_int(env, "SERVICES_SYNC_MAX_BATCH_BYTES", 1024 * 1024, minimum=1024),
-        # Airflow's [core] max_map_length: one mapped task per batch.
-        max_batches=_int(env, "SERVICES_SYNC_MAX_BATCHES", 1024, minimum=1),
+        lanes=_lanes(env),
+        post_pool=_get(env, "SERVICES_SYNC_POST_POOL", "default_pool"),
+        outbox_retention=timedelta(
+            hours=_float(env, "SERVICES_SYNC_OUTBOX_RETENTION_H", 24.0, minimum=0.0)
+        ),
         clock_skew=timedelta(seconds=_float(env, "SERVICES_SYNC_CLOCK_SKEW_S", 60.0)),
         max_open_transaction=timedelta(
             seconds=_float(env, "SERVICES_SYNC_MAX_OPEN_TRANSACTION_S", 1800.0, minimum=1.0)

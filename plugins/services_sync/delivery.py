@@ -45,6 +45,34 @@ class PayloadTooLargeError(RejectedDeliveryError):
     """HTTP 413: the receiver wants smaller bodies; the batch is split and the halves are sent."""
 
 
+class TransientDeliveryFailure(SystemExit):
+    """A delivery lane's try ended on a transient failure; the task is retried later.
+
+    A ``SystemExit`` on purpose: Airflow's task runner logs it as one line (``Task exited
+    exit_code='...'``) instead of a traceback, and hands it to the retry policy like any
+    failure (``_run_task_and_map_outcome`` in ``airflow/sdk/execution_time/task_runner.py``).
+    An expected 503 is then two lines in the log: what failed, and when the next try comes.
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return str(self.code)
+
+    @classmethod
+    def from_error(cls, exc: BaseException, what: str) -> TransientDeliveryFailure:
+        """From a retryable HTTP answer or a lost connection, naming the batch."""
+        if isinstance(exc, DeliveryError):
+            return cls(f"{what}: {exc}", exc.status, exc.retry_after)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:_REASON_CHARS]
+        return cls(f"{what}: receiver unreachable ({type(exc).__name__}: {first})")
+
+
 @dataclass(frozen=True)
 class Ack:
     """A positive acknowledgment."""

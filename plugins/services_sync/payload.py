@@ -7,6 +7,7 @@ safe: the same interval with the same data produces byte-identical bodies and th
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -110,13 +111,16 @@ def logical_date_problem(
 
 
 def resend_recipe(dag_id: str, start: datetime | None = None) -> str:
-    """How to send exactly one hour again: a one-hour backfill that reprocesses a done run."""
-    hour = _iso_hour(start) if start is not None else "<hour start, e.g. 2025-05-14T10:00:00+00:00>"
+    """How to send exactly one hour (again): a one-hour backfill that reprocesses a done run."""
+    if start is None:
+        hour, what = "<S>", "the hour starting at S (e.g. 2025-05-14T10:00:00+00:00)"
+    else:
+        hour, what = _iso_hour(start), "this hour"
     return (
-        f"To send the hour starting at S (again): `airflow backfill create --dag-id {dag_id} "
-        f"--from-date {hour} --to-date {hour} --reprocess-behavior completed "
-        "--max-active-runs 1` (from = to = S; in the UI: Trigger > Backfill, S as start and "
-        "end, Reprocess Behavior 'All Runs', Max Active Runs 1)"
+        f"To send {what} again: `airflow backfill create --dag-id {dag_id} --from-date {hour} "
+        f"--to-date {hour} --reprocess-behavior completed --max-active-runs 1` (in the UI: "
+        f"Trigger > Backfill, {hour} as start and end, Reprocess Behavior 'All Runs', Max "
+        "Active Runs 1)"
     )
 
 
@@ -168,6 +172,28 @@ def build_body(records: Sequence[Mapping[str, Any]]) -> str:
 def body_sha256(body: str) -> str:
     """Hex sha256 of the exact bytes we send."""
     return hashlib.sha256(body.encode("ascii")).hexdigest()
+
+
+def pack_body(body: str) -> bytes:
+    """A body as the outbox stores it: gzip (level 6) of its bytes.
+
+    No timestamp in the gzip header, so the same body always packs to the same bytes. Compressed
+    once here; sent as is with ``Content-Encoding: gzip`` when the receiver takes it.
+    """
+    return gzip.compress(body.encode("ascii"), compresslevel=6, mtime=0)
+
+
+def unpack_body(stored: bytes) -> str:
+    """The JSON body of a stored (gzip) body."""
+    return gzip.decompress(stored).decode("ascii")
+
+
+def part_key(batch_key: str, part: str) -> str:
+    """The key of a body derived from a batch: a 413 half, or the batch minus superseded records.
+
+    The batch key's namespace and scope, and the digest of the part's own bytes.
+    """
+    return f"{batch_key.rsplit(':', 1)[0]}:{body_sha256(part)[:40]}"
 
 
 def idempotency_key(interval: Interval, body: str, namespace: str = KEY_NAMESPACE) -> str:

@@ -9,7 +9,11 @@ from typing import Any
 from airflow.sdk import RetryDecision, RetryPolicy
 
 from services_sync.config import RETRY_JITTER_FLOOR
-from services_sync.delivery import RejectedDeliveryError, RetryableDeliveryError
+from services_sync.delivery import (
+    RejectedDeliveryError,
+    RetryableDeliveryError,
+    TransientDeliveryFailure,
+)
 
 #: Retries land uniformly in [JITTER_FLOOR * backoff, backoff]. Airflow's own backoff jitter is
 #: a hash of (dag, task, logical date, try) without the map index, so every batch of a run
@@ -59,11 +63,19 @@ class DeliveryRetryPolicy(RetryPolicy):
             return RetryDecision.fail(reason=str(exception))
         backoff = self.backoff_delay(try_number).total_seconds()
         wait = random.uniform(JITTER_FLOOR * backoff, backoff)  # noqa: S311 - not crypto
-        reason = f"backoff {wait:.1f}s after try {try_number}"
-        if isinstance(exception, RetryableDeliveryError) and exception.retry_after is not None:
-            asked = min(exception.retry_after, self.max_retry_after.total_seconds())
+        reason = f"next try in {wait:.1f} s (backoff after try {try_number})"
+        retry_after = (
+            exception.retry_after
+            if isinstance(exception, (RetryableDeliveryError, TransientDeliveryFailure))
+            else None
+        )
+        if retry_after is not None:
+            asked = min(retry_after, self.max_retry_after.total_seconds())
             if asked > wait:
-                wait, reason = asked, f"Retry-After {asked:.1f}s after try {try_number}"
+                wait, reason = (
+                    asked,
+                    f"next try in {asked:.1f} s (Retry-After, after try {try_number})",
+                )
         return RetryDecision.retry(delay=timedelta(seconds=wait), reason=reason)
 
 

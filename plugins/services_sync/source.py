@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,29 +12,14 @@ from services_sync.payload import BatchBounds, Interval
 from services_sync.sql import load_sql
 
 
-def fetch_batch(conn: psycopg.Connection, interval: Interval, bounds: BatchBounds) -> list[tuple]:
-    """Rows of one keyset batch, in sort-key order (see ``fetch_batch.sql``)."""
-    return read_batch(conn, interval, bounds)[0]
+def read_planned_batches(
+    conn: psycopg.Connection, interval: Interval, plan: Sequence[BatchBounds]
+) -> Iterator[tuple[BatchBounds, list[tuple], str]]:
+    """Each planned batch's rows, all read in one REPEATABLE READ snapshot, one batch at a time.
 
-
-def read_batch(
-    conn: psycopg.Connection, interval: Interval, bounds: BatchBounds
-) -> tuple[list[tuple], str]:
-    """Rows of one keyset batch and the snapshot they were read in (``pg_snapshot`` as text).
-
-    Both come from one REPEATABLE READ transaction, so the reconciliation can later tell which
-    rows of the batch's key range this read could not see.
+    Yields ``(batch, rows, snapshot)``: memory holds one batch. The snapshot (``pg_snapshot`` as
+    text) lets the reconciliation tell which rows of the interval this read could not see.
     """
-    params: dict[str, Any] = {
-        "window_start": interval.start,
-        "window_end": interval.end,
-        "lower_lmd": bounds.lower[0],
-        "lower_rid": bounds.lower[1],
-        "lower_sid": bounds.lower[2],
-        "upper_lmd": bounds.upper[0],
-        "upper_rid": bounds.upper[1],
-        "upper_sid": bounds.upper[2],
-    }
     conn.commit()  # the isolation level can only change between transactions
     previous = conn.isolation_level
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -41,11 +27,33 @@ def read_batch(
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_current_snapshot()::text")
             snapshot = cur.fetchone()[0]
-            cur.execute(load_sql("fetch_batch.sql"), params)
-            rows = cur.fetchall()
+            for batch in plan:
+                cur.execute(
+                    load_sql("fetch_batch.sql"), _bounds(interval, batch.lower, batch.upper)
+                )
+                yield batch, cur.fetchall(), snapshot
     finally:
         conn.isolation_level = previous
-    return rows, snapshot
+
+
+def _bounds(interval: Interval, lower: Sequence[str], upper: Sequence[str]) -> dict[str, Any]:
+    return {
+        "window_start": interval.start,
+        "window_end": interval.end,
+        "lower_lmd": lower[0],
+        "lower_rid": lower[1],
+        "lower_sid": lower[2],
+        "upper_lmd": upper[0],
+        "upper_rid": upper[1],
+        "upper_sid": upper[2],
+    }
+
+
+def fetch_batch(conn: psycopg.Connection, interval: Interval, bounds: BatchBounds) -> list[tuple]:
+    """Rows of one keyset batch, in sort-key order (see ``fetch_batch.sql``)."""
+    with conn.cursor() as cur:
+        cur.execute(load_sql("fetch_batch.sql"), _bounds(interval, bounds.lower, bounds.upper))
+        return cur.fetchall()
 
 
 def current_versions(

@@ -1,17 +1,19 @@
-"""The pipeline's own tables: quarantine, per-batch delivery ledger and per-run summary."""
+"""The pipeline's own tables: their creation, the quarantine and the per-run summary.
+
+The ledger and the outbox (built batches and their acknowledgments) are in
+:mod:`services_sync.outbox`.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from services_sync.db import state_sql
-from services_sync.payload import Interval
 from services_sync.transform import Rejected
 
 
@@ -35,15 +37,20 @@ def quarantine_rows(
     *,
     dag_id: str,
     run_id: str,
-    interval: Interval,
+    interval_start: datetime,
+    interval_end: datetime,
     rejected: Iterable[Rejected],
 ) -> None:
-    """Keep rejected rows with their reasons; a row already quarantined is kept once."""
+    """Keep rejected rows with their reasons; a row already quarantined is kept once.
+
+    Query mode files them under the run's data interval; CDC mode under the run's interval, or
+    the capture window's opening time for a run triggered by hand.
+    """
     params = [
         {
             "dag_id": dag_id,
-            "interval_start": interval.start,
-            "interval_end": interval.end,
+            "interval_start": interval_start,
+            "interval_end": interval_end,
             "row_fingerprint": item.fingerprint,
             "reason": item.reason,
             "row_data": json.dumps(item.row),
@@ -56,67 +63,7 @@ def quarantine_rows(
             cur.executemany(state_sql("quarantine_row.sql", schema), params)
 
 
-def record_batch_built(conn: psycopg.Connection, schema: str, **values: Any) -> None:
-    """Upsert the ledger row of a built batch (see ``record_batch_built.sql`` for the fields)."""
-    with conn.cursor() as cur:
-        cur.execute(state_sql("record_batch_built.sql", schema), values)
-
-
-def record_batch_refreshed(conn: psycopg.Connection, schema: str, **values: Any) -> None:
-    """Record a batch whose superseded records were dropped at send time."""
-    with conn.cursor() as cur:
-        cur.execute(state_sql("record_batch_refreshed.sql", schema), values)
-
-
-def later_interval_delivered(
-    conn: psycopg.Connection, schema: str, *, dag_id: str, interval_start: datetime
-) -> bool:
-    """Whether this DAG has delivered an interval after the one starting at ``interval_start``."""
-    with conn.cursor() as cur:
-        cur.execute(
-            state_sql("later_interval_delivered.sql", schema),
-            {"dag_id": dag_id, "interval_start": interval_start},
-        )
-        return bool(cur.fetchone()[0])
-
-
-def record_batch_acks(
-    conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: str, results: Iterable[Mapping]
-) -> None:
-    """Store the receiver's acknowledgments (the ``post_batch`` results) in the ledger.
-
-    A result is ``{"batch_index": i, "parts": [ack, ...]}``: one ack per body part (more than one
-    when a 413 split the batch).
-    """
-    params = []
-    for result in results:
-        parts = result["parts"]
-        params.append(
-            {
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "batch_index": result["batch_index"],
-                "http_status": parts[-1]["status"],
-                "accepted": sum(p["accepted"] for p in parts),
-                "duplicate": all(p["duplicate"] for p in parts),
-                "parts": len(parts),
-                "attempts": max((p["attempts"] or 1) for p in parts),
-                "acked_at": max(datetime.fromisoformat(p["acked_at"]) for p in parts),
-            }
-        )
-    if params:
-        with conn.cursor() as cur:
-            cur.executemany(state_sql("record_batch_acked.sql", schema), params)
-
-
-def run_batches(conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: str) -> list[dict]:
-    """The ledger rows of one run, in batch order."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(state_sql("run_batches.sql", schema), {"dag_id": dag_id, "run_id": run_id})
-        return cur.fetchall()
-
-
 def record_run(conn: psycopg.Connection, schema: str, **values: Any) -> None:
-    """Upsert the summary row of a run (see ``record_run.sql`` for the fields)."""
+    """Finish the summary row of a run whose batches were all acknowledged (``record_run.sql``)."""
     with conn.cursor() as cur:
         cur.execute(state_sql("record_run.sql", schema), values)

@@ -10,38 +10,27 @@ cheap (``make bench`` measures it).
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from airflow.sdk.exceptions import (
-    AirflowException,
     AirflowFailException,
     AirflowNotFoundException,
-    AirflowSkipException,
 )
 
-from services_sync import alerts
 from services_sync.config import Settings, load_settings
-from services_sync.delivery import PayloadTooLargeError, RejectedDeliveryError, check_ack
 from services_sync.gate import GateReading, fatal_problem, waiting_for
 from services_sync.payload import (
-    BatchBounds,
     Interval,
-    body_sha256,
     build_body,
     hourly_interval,
     idempotency_key,
     logical_date_problem,
-    request_headers,
     resend_recipe,
 )
-from services_sync.transform import Rejected, TransformResult, transform_rows
-
-if TYPE_CHECKING:  # psycopg is imported at run time only (see the module docstring)
-    import psycopg
+from services_sync.transform import Rejected, transform_rows
 
 log = logging.getLogger(__name__)
 
@@ -139,25 +128,133 @@ def check_run_setup(
     return interval.label
 
 
-def check_plan(
+def keep_plan(
     results: list[Any], descriptions: Any, settings: Settings | None = None
-) -> list[Any]:
-    """``SQLExecuteQueryOperator.output_processor`` of ``plan_batches``: refuse an unmappable plan.
+) -> list[dict[str, Any]]:
+    """``output_processor`` of ``plan_batches``: keep the interval's first plan, push a summary.
 
-    Each batch becomes one mapped task; Airflow refuses more than ``[core] max_map_length``.
+    The plan (one row of keyset bounds per batch) goes to the state database, never to XCom;
+    a rerun or backfill of the interval reuses the stored plan, so a row that moved out of the
+    hour changes only the batch that held it and every other batch keeps its key.
     """
+    from airflow.sdk import get_current_context
+
+    from services_sync import outbox
+    from services_sync.db import connect
+
     settings = settings or load_settings()
-    for plan in results:
-        if plan and len(plan) > settings.max_batches:
-            rows, per_batch = plan[0][9], plan[0][8]
-            raise AirflowFailException(
-                f"The interval holds {rows} changed rows and only {per_batch} fit one body of "
-                f"max_batch_bytes, so it needs {len(plan)} batches, more than the "
-                f"{settings.max_batches} mapped tasks Airflow allows. Raise the max_batch_bytes "
-                "param (and the receiver's limit), or [core] max_map_length together with "
-                "SERVICES_SYNC_MAX_BATCHES."
+    context = get_current_context()
+    dag_id, run_id = context["dag"].dag_id, context["run_id"]
+    interval = require_hourly_interval(
+        dag_id, context.get("data_interval_start"), context.get("data_interval_end")
+    )
+    rows = results[0] if results else []
+    with connect(settings.state_conn_id) as conn:
+        plan, reused = outbox.keep_plan(
+            conn, settings.state_schema, dag_id=dag_id, run_id=run_id, interval=interval, rows=rows
+        )
+    summary = {
+        "interval": interval.label,
+        "batches": len(plan),
+        "planned_rows": sum(b.planned_rows for b in plan),
+        "rows_now": int(rows[0][9]) if rows else 0,
+        "plan": "reused" if reused else "new",
+    }
+    log.info(
+        "Interval %s: %d batches (%s plan), %d rows in the interval now",
+        interval.label,
+        summary["batches"],
+        summary["plan"],
+        summary["rows_now"],
+    )
+    return [summary]
+
+
+def build_batches(
+    *,
+    dag_id: str,
+    run_id: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Read the interval batch by batch (one snapshot), transform, quarantine, fill the outbox.
+
+    Each planned batch is fetched on its own keyset range, so memory holds one batch, never the
+    hour; its ledger row and gzip body are written in the build's one transaction, so the lanes
+    never see half a build. Unsent batches that earlier runs built for this interval are
+    replaced by this build. Returns counts (XCom).
+    """
+    from services_sync import outbox, source, state
+    from services_sync.db import connect
+
+    settings = settings or load_settings()
+    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
+    schema = settings.state_schema
+    totals = {"batches": 0, "rows": 0, "records": 0, "quarantined": 0, "bytes": 0, "stored": 0}
+    with connect(settings.state_conn_id) as conn:
+        plan = outbox.stored_plan(conn, schema, dag_id=dag_id, interval=interval)
+    with connect(settings.source_conn_id) as source_conn, connect(settings.state_conn_id) as conn:
+        for planned, rows, snapshot in source.read_planned_batches(source_conn, interval, plan):
+            result = transform_rows(rows, settings.naive_timezone)
+            body = build_body(result.records) if result.records else None
+            state.quarantine_rows(
+                conn,
+                schema,
+                dag_id=dag_id,
+                run_id=run_id,
+                interval_start=interval.start,
+                interval_end=interval.end,
+                rejected=result.rejected,
             )
-    return results
+            totals["stored"] += outbox.store_batch(
+                conn,
+                schema,
+                outbox.BuiltBatch(
+                    batch_index=planned.index,
+                    lane=planned.index % settings.lanes,
+                    rows_extracted=len(rows),
+                    rows_quarantined=len(result.rejected),
+                    records=len(result.records),
+                    body=body,
+                    key=idempotency_key(interval, body) if body is not None else None,
+                    lower_bound=list(planned.lower),
+                    upper_bound=list(planned.upper),
+                    read_snapshot=snapshot,
+                ),
+                dag_id=dag_id,
+                run_id=run_id,
+                interval=interval,
+            )
+            totals["batches"] += 1
+            totals["rows"] += len(rows)
+            totals["records"] += len(result.records)
+            totals["quarantined"] += len(result.rejected)
+            totals["bytes"] += len(body) if body else 0
+            log_quarantined(result.rejected)
+        outbox.finish_build(
+            conn,
+            schema,
+            dag_id=dag_id,
+            run_id=run_id,
+            interval=interval,
+            batches=totals["batches"],
+            rows_extracted=totals["rows"],
+            rows_quarantined=totals["quarantined"],
+            replace_earlier=True,
+        )
+    log.info(
+        "Interval %s: %d rows in %d batches, %d records to send (%.1f KiB, %.1f KiB stored), "
+        "%d quarantined",
+        interval.label,
+        totals["rows"],
+        totals["batches"],
+        totals["records"],
+        totals["bytes"] / 1024,
+        totals["stored"] / 1024,
+        totals["quarantined"],
+    )
+    return {"interval": interval.label, **totals}
 
 
 def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> bool:
@@ -194,120 +291,6 @@ def commit_gate_open(row: Sequence[Any], settings: Settings | None = None) -> bo
     return True
 
 
-def build_batch(
-    plan_row: Sequence[Any],
-    *,
-    dag_id: str,
-    run_id: str,
-    data_interval_start: datetime | None,
-    data_interval_end: datetime | None,
-    settings: Settings | None = None,
-) -> dict[str, Any] | None:
-    """Fetch one planned batch, transform it, quarantine bad rows, return the POST kwargs.
-
-    Returns ``{"data": <json body>, "headers": {...}, "batch_index": i}`` for the POST operator,
-    or None when every row of the batch was quarantined (nothing to send).
-    """
-    from services_sync import source
-    from services_sync.db import connect, connect_state
-
-    settings = settings or load_settings()
-    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
-    bounds = BatchBounds.from_plan_row(plan_row)
-    with (
-        connect(settings.source_conn_id) as source_conn,
-        connect_state(settings.state_conn_id, settings.source_conn_id, source_conn) as conn,
-    ):
-        rows, snapshot = source.read_batch(source_conn, interval, bounds)
-        result = transform_rows(rows, settings.naive_timezone)
-        body = build_body(result.records) if result.records else None
-        key = idempotency_key(interval, body) if body is not None else None
-        record_built_batch(
-            conn,
-            settings,
-            dag_id=dag_id,
-            run_id=run_id,
-            interval=interval,
-            batch_index=bounds.index,
-            rows_extracted=len(rows),
-            result=result,
-            body=body,
-            key=key,
-            lower_bound=list(bounds.lower),
-            upper_bound=list(bounds.upper),
-            read_snapshot=snapshot,
-        )
-    log.info(
-        "%s of %s: %d rows, %d to send, %d quarantined, %.1f KiB, key %s",
-        bounds.label,
-        interval.label,
-        len(rows),
-        len(result.records),
-        len(result.rejected),
-        (len(body) if body else 0) / 1024,
-        key,
-    )
-    log_quarantined(result.rejected)
-    if body is None:
-        return None
-    return {
-        "data": body,
-        "headers": request_headers(key),
-        "batch_index": bounds.index,
-        "batch_count": bounds.count,
-    }
-
-
-def record_built_batch(
-    conn: psycopg.Connection,
-    settings: Settings,
-    *,
-    dag_id: str,
-    run_id: str,
-    interval: Interval,
-    batch_index: int,
-    rows_extracted: int,
-    result: TransformResult,
-    body: str | None,
-    key: str | None,
-    lower_bound: list[str],
-    upper_bound: list[str],
-    read_snapshot: str | None,
-) -> None:
-    """Quarantine a built batch's rejected rows and record the batch in the ledger.
-
-    Shared by both modes' build tasks; ``conn`` is a connection to the state database.
-    """
-    from services_sync import state
-
-    state.quarantine_rows(
-        conn,
-        settings.state_schema,
-        dag_id=dag_id,
-        run_id=run_id,
-        interval=interval,
-        rejected=result.rejected,
-    )
-    state.record_batch_built(
-        conn,
-        settings.state_schema,
-        dag_id=dag_id,
-        run_id=run_id,
-        batch_index=batch_index,
-        interval_start=interval.start,
-        interval_end=interval.end,
-        idempotency_key=key,
-        rows_extracted=rows_extracted,
-        rows_quarantined=len(result.rejected),
-        rows_sent=len(result.records),
-        body_bytes=len(body) if body else 0,
-        body_sha256=body_sha256(body) if body else None,
-        lower_bound=lower_bound,
-        upper_bound=upper_bound,
-        read_snapshot=read_snapshot,
-    )
-
-
 def log_quarantined(rejected: Sequence[Rejected]) -> None:
     """Spell out the first few quarantined rows of a batch in the task log."""
     for item in rejected[:_LOGGED_REJECTS]:
@@ -319,117 +302,6 @@ def log_quarantined(rejected: Sequence[Rejected]) -> None:
         )
     if len(rejected) > _LOGGED_REJECTS:
         log.warning("... and %d more quarantined rows", len(rejected) - _LOGGED_REJECTS)
-
-
-def as_post_kwargs(built: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """Map a built batch to ``HttpOperator`` kwargs; a batch with nothing to send is skipped."""
-    if built is None:
-        raise AirflowSkipException("every row of this batch was quarantined; nothing to send")
-    return built
-
-
-def check_response(response: Any) -> bool:
-    """``HttpOperator.response_check``: accept only a proper acknowledgment (README contract).
-
-    A rejection fails the task at once (``AirflowFailException``) with the receiver's reason; a
-    transient error raises :class:`~services_sync.delivery.RetryableDeliveryError`, which the
-    retry policy turns into a backoff or a ``Retry-After`` wait.
-    """
-    key = response.request.headers.get("Idempotency-Key", "?")
-    try:
-        ack = check_ack(
-            response.status_code, response.headers, response.text, _sent_count(response)
-        )
-    except PayloadTooLargeError:
-        raise  # the operator splits the batch
-    except RejectedDeliveryError as exc:
-        raise AirflowFailException(f"Batch {key} was rejected: {exc}") from exc
-    log.info(
-        "Batch %s acknowledged: HTTP %d, %d accepted%s",
-        key,
-        ack.status,
-        ack.accepted,
-        " (duplicate: the receiver already had it)" if ack.duplicate else "",
-    )
-    return True
-
-
-def ack_summary(response: Any, ti: Any = None) -> dict[str, Any]:
-    """``HttpOperator.response_filter``: the small ack record pushed to XCom (never the body)."""
-    ack = check_ack(response.status_code, response.headers, response.text, _sent_count(response))
-    return {
-        "idempotency_key": response.request.headers.get("Idempotency-Key"),
-        "status": ack.status,
-        "accepted": ack.accepted,
-        "duplicate": ack.duplicate,
-        "attempts": getattr(ti, "try_number", None),
-        "acked_at": datetime.now(UTC).isoformat(),
-    }
-
-
-def record_delivery(
-    plan: Sequence[Sequence[Any]] | None,
-    results: Iterable[Mapping[str, Any] | None] | None,
-    *,
-    dag_id: str,
-    run_id: str,
-    data_interval_start: datetime | None,
-    data_interval_end: datetime | None,
-    settings: Settings | None = None,
-) -> dict[str, Any]:
-    """Final task: store the acks in the ledger, check every batch was acked, log the summary."""
-    from services_sync import state
-    from services_sync.db import connect
-
-    settings = settings or load_settings()
-    interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
-    batch_count = len(plan or [])
-    results = [r for r in (results or []) if r]
-    with connect(settings.state_conn_id) as conn:
-        state.record_batch_acks(
-            conn, settings.state_schema, dag_id=dag_id, run_id=run_id, results=results
-        )
-        batches = [
-            row
-            for row in state.run_batches(conn, settings.state_schema, dag_id=dag_id, run_id=run_id)
-            if row["batch_index"] < batch_count
-        ]
-        summary = {
-            "interval": interval.label,
-            "rows_extracted": sum(b["rows_extracted"] for b in batches),
-            "batches": batch_count,
-            "batches_posted": sum(1 for b in batches if b["acked_at"] is not None),
-            "rows_sent": sum(b["rows_sent"] for b in batches if b["acked_at"] is not None),
-            "rows_quarantined": sum(b["rows_quarantined"] for b in batches),
-            "rows_superseded": sum(b["rows_superseded"] for b in batches),
-            "duplicates": sum(1 for b in batches if b["duplicate"]),
-        }
-        unacked = [b for b in batches if b["rows_sent"] and b["acked_at"] is None]
-        missing = batch_count - len(batches)
-        if unacked or missing:
-            raise AirflowException(
-                f"Interval {interval.label}: {len(unacked)} batch(es) built but not acknowledged "
-                f"and {missing} planned batch(es) never built; clear the run to resend them "
-                "(same keys, the receiver de-duplicates)."
-            )
-        state.record_run(
-            conn,
-            settings.state_schema,
-            dag_id=dag_id,
-            run_id=run_id,
-            interval_start=interval.start,
-            interval_end=interval.end,
-            **{k: v for k, v in summary.items() if k not in {"interval", "rows_superseded"}},
-        )
-    log.info("%s", format_summary(summary, batches))
-    if summary["rows_quarantined"]:
-        alerts.send_alert(
-            alerts.quarantine_alert(
-                dag_id, run_id, interval.label, summary["rows_quarantined"], _log_url()
-            ),
-            settings,
-        )
-    return summary
 
 
 def reconcile_interval(
@@ -448,13 +320,13 @@ def reconcile_interval(
       late commit that escaped the gate: a writer's clock beyond the skew margin, or a
       timestamp set by the application). Such rows are named; clearing the run sends them.
     """
-    from services_sync import source, state
+    from services_sync import outbox, source
     from services_sync.db import connect
 
     settings = settings or load_settings()
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     with connect(settings.state_conn_id) as conn:
-        batches = state.run_batches(conn, settings.state_schema, dag_id=dag_id, run_id=run_id)
+        batches = outbox.run_batches(conn, settings.state_schema, dag_id=dag_id, run_id=run_id)
     problems = []
     for b in batches:
         if b["rows_sent"] and b["accepted"] != b["rows_sent"]:
@@ -495,30 +367,6 @@ def reconcile_interval(
         result["rows_acknowledged"],
     )
     return result
-
-
-def format_summary(summary: Mapping[str, Any], batches: Sequence[Mapping[str, Any]]) -> str:
-    """The run summary as a small text table for the task log."""
-    if not summary["batches"]:
-        return f"Interval {summary['interval']}: 0 changes, nothing to send."
-    lines = [
-        f"Interval {summary['interval']}: {summary['rows_extracted']} rows extracted, "
-        f"{summary['batches']} batches ({summary['batches_posted']} posted), "
-        f"{summary['rows_sent']} sent, {summary['rows_quarantined']} quarantined, "
-        f"{summary.get('rows_superseded', 0)} superseded by a later interval, "
-        f"{summary['duplicates']} already at the receiver",
-        f"{'batch':>9} {'rows':>7} {'sent':>7} {'quar.':>6} {'KiB':>8} {'HTTP':>5} "
-        f"{'tries':>5}  key",
-    ]
-    count = summary["batches"]
-    for b in batches:
-        lines.append(
-            f"{b['batch_index'] + 1:>4}/{count:<4} {b['rows_extracted']:>7} {b['rows_sent']:>7} "
-            f"{b['rows_quarantined']:>6} {b['body_bytes'] / 1024:>8.1f} "
-            f"{b['http_status'] or '-':>5} {b['attempts'] or '-':>5}  "
-            f"{b['idempotency_key'] or '(nothing to send)'}"
-        )
-    return "\n".join(lines)
 
 
 _PG_EXAMPLE = "postgresql://<user>:<password>@<host>:5432/<database>"
@@ -569,16 +417,6 @@ def _log_url() -> str:
         return str(get_current_context()["ti"].log_url)
     except Exception:  # outside a task (tests, scripts): no log to point at
         return ""
-
-
-def _sent_count(response: Any) -> int:
-    body = response.request.body
-    if body is None:
-        return 0
-    try:
-        return len(json.loads(body)["requests"])
-    except (TypeError, ValueError, KeyError):
-        return 0
 
 
 def first_line(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import CronDataIntervalTimetable
 from airflow.serialization.encoders import coerce_to_core_timetable
 
+from services_sync.alerts import SyncFailureNotifier
 from services_sync.config import load_settings
 from services_sync.retry import DeliveryRetryPolicy
 from services_sync.sql import load_sql, placeholders
@@ -87,37 +88,64 @@ def test_catches_up_in_order(sync_dag):
 
 
 def test_pipeline_shape(sync_dag):
-    assert {t.task_id for t in sync_dag.tasks} == {
-        "check_run_setup",
-        "wait_for_open_transactions",
-        "plan_batches",
-        "build_batch",
-        "post_batch",
-        "record_delivery",
-        "reconcile_interval",
+    upstream = {t.task_id: t.upstream_task_ids for t in sync_dag.tasks}
+    assert upstream == {
+        "check_run_setup": set(),
+        "wait_for_open_transactions": {"check_run_setup"},
+        "plan_batches": {"wait_for_open_transactions"},
+        "build_batches": {"plan_batches"},
+        "post_batches": {"build_batches"},
+        "record_delivery": {"post_batches"},
+        "reconcile_interval": {"record_delivery"},
     }
-    assert sync_dag.get_task("wait_for_open_transactions").upstream_task_ids == {"check_run_setup"}
-    assert sync_dag.get_task("plan_batches").upstream_task_ids == {"wait_for_open_transactions"}
-    assert sync_dag.get_task("post_batch").upstream_task_ids == {"build_batch"}
-    assert sync_dag.get_task("record_delivery").upstream_task_ids == {"plan_batches", "post_batch"}
-    assert sync_dag.get_task("record_delivery").trigger_rule == "none_failed"
-    assert sync_dag.get_task("reconcile_interval").upstream_task_ids == {"record_delivery"}
+    # record_delivery runs whatever the lanes did: it alone alerts, naming every batch.
+    assert sync_dag.get_task("record_delivery").trigger_rule == "all_done"
     assert sync_dag.get_task("reconcile_interval").retries == 0
 
 
-def test_post_batch_retries_with_backoff_timeout_and_policy(sync_dag):
-    settings = load_settings()
-    post = sync_dag.get_task("post_batch")
+@pytest.mark.parametrize("lanes", ["1", "4", "6"])
+def test_task_instances_per_run_do_not_depend_on_the_volume(lanes):
+    """The POST task is mapped over lanes, a literal list known when the DAG is parsed."""
+    probe = (
+        "import sys; sys.path[:0] = ['plugins']\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(dag_folder='dags')\n"
+        "for dag in bag.dags.values():\n"
+        "    post = dag.get_task('post_batches')\n"
+        "    lanes = post.expand_input.value['lane']\n"
+        "    print(dag.dag_id, len(dag.tasks) - 1 + len(lanes), lanes)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**os.environ, "SERVICES_SYNC_LANES": lanes},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    n = int(lanes)
+    assert sorted(result.stdout.splitlines()[-2:]) == [
+        f"services_requests_cdc {6 + n} {list(range(n))}",
+        f"services_requests_sync {6 + n} {list(range(n))}",
+    ]
+
+
+def test_post_batches_retries_with_backoff_timeout_and_policy(sync_dag):
+    post = sync_dag.get_task("post_batches")
     assert issubclass(post.operator_class, HttpOperator)
     kwargs = post.partial_kwargs
-    assert kwargs["retries"] == settings.post_retries >= 1
-    assert kwargs["retry_exponential_backoff"] == settings.post_retry_backoff > 1
-    assert kwargs["max_retry_delay"] == settings.post_max_retry_delay
-    assert kwargs["extra_options"] == {"timeout": settings.http_timeout, "check_response": False}
+    # conftest shortens the delays for the fault tests; the defaults are checked in test_config.
+    assert kwargs["retries"] == 3
+    assert kwargs["retry_exponential_backoff"] == 2.0
+    assert kwargs["max_retry_delay"] == timedelta(seconds=1)
+    assert kwargs["extra_options"] == {"timeout": 5.0, "check_response": False}
     assert isinstance(kwargs["retry_policy"], DeliveryRetryPolicy)
     assert kwargs["http_conn_id"] == "services_api"
     assert kwargs["endpoint"] == "/services-data/requests"
     assert kwargs.get("deferrable", False) is False  # deferrable mode drops retry_args
+    assert kwargs["on_failure_callback"] == []  # record_delivery sends the run's one alert
 
 
 def test_post_batch_timeout_defaults_to_30_seconds():
@@ -139,7 +167,7 @@ def test_sql_operators_use_the_source_connection_and_bind_parameters(sync_dag):
     assert (
         placeholders(plan.sql)
         == set(plan.parameters)
-        == {"window_start", "window_end", "batch_size", "max_batch_bytes", "max_batches"}
+        == {"window_start", "window_end", "batch_size", "max_batch_bytes"}
     )
     assert "{{" not in plan.sql  # values are bind parameters, never rendered into the SQL
 
@@ -259,19 +287,49 @@ def test_cdc_pipeline_acknowledges_only_after_every_batch_is_recorded(cdc_dag):
         "check_cdc_setup": set(),
         "check_slot_health": {"check_cdc_setup"},
         "capture_changes": {"check_slot_health"},
-        "build_change_batch": {"capture_changes"},
-        "post_change_batch": {"build_change_batch"},
-        "record_delivery": {"capture_changes", "post_change_batch"},
+        "build_change_batches": {"capture_changes"},
+        "post_batches": {"build_change_batches"},
+        "record_delivery": {"capture_changes", "post_batches"},
         "acknowledge_changes": {"capture_changes", "record_delivery"},
     }
-    # A failed or upstream-failed POST must keep the slot where it is.
+    # A failed or upstream-failed delivery must keep the slot where it is.
     assert cdc_dag.get_task("acknowledge_changes").trigger_rule == "all_success"
+    assert cdc_dag.get_task("record_delivery").trigger_rule == "all_done"
 
 
-def test_cdc_posts_with_the_same_retry_budget_as_query_mode(cdc_dag, sync_dag):
-    cdc_kwargs = cdc_dag.get_task("post_change_batch").partial_kwargs
-    sync_kwargs = sync_dag.get_task("post_batch").partial_kwargs
-    for name in ("retries", "retry_exponential_backoff", "max_retry_delay", "extra_options"):
+def test_cdc_posts_with_the_same_lanes_and_retry_budget_as_query_mode(cdc_dag, sync_dag):
+    cdc_kwargs = cdc_dag.get_task("post_batches").partial_kwargs
+    sync_kwargs = sync_dag.get_task("post_batches").partial_kwargs
+    for name in (
+        "retries",
+        "retry_exponential_backoff",
+        "max_retry_delay",
+        "extra_options",
+        "lanes",
+    ):
         assert cdc_kwargs[name] == sync_kwargs[name], name
     assert isinstance(cdc_kwargs["retry_policy"], DeliveryRetryPolicy)
+    # Query mode drops records a later interval supersedes; a CDC window has no later window.
+    assert (sync_kwargs["drop_superseded"], cdc_kwargs.get("drop_superseded", False)) == (
+        True,
+        False,
+    )
     assert cdc_dag.params.get_param("initial_snapshot").value is False
+
+
+def test_both_dags_alert_on_a_stuck_run_with_the_same_defaults(cdc_dag, sync_dag):
+    """Regression: the CDC DAG had no stuck-run alert, yet a stuck CDC run is WAL piling up."""
+    for dag in (cdc_dag, sync_dag):
+        (alert,) = dag.deadline
+        assert alert.interval == timedelta(minutes=120), dag.dag_id
+        assert alert.callback.path == "services_sync.alerts.deadline_missed"
+        args = dict(dag.default_args)
+        assert isinstance(args.pop("on_failure_callback"), SyncFailureNotifier), dag.dag_id
+        assert args == {
+            "owner": "data-platform",
+            "retries": 1,
+            "retry_delay": timedelta(seconds=0.5),
+        }
+    for name in ("batch_size", "max_batch_bytes"):
+        assert cdc_dag.params.get_param(name).schema == sync_dag.params.get_param(name).schema
+        assert cdc_dag.params.get_param(name).schema.get("title"), name

@@ -145,7 +145,40 @@ def test_a_rejected_batch_fails_the_run_with_the_receivers_reason(
     ).raise_for_status()
     run = run_interval(dag, H)
     assert run.state == "failed"
-    post = [ti for ti in run.get_task_instances() if ti.task_id == "post_batch"]
-    assert [ti.state for ti in post] == ["failed"]
-    assert post[0].try_number == 1, "a 4xx must not be retried"
+    lanes = {ti.map_index: ti for ti in run.get_task_instances() if ti.task_id == "post_batches"}
+    assert lanes[0].state == "failed"  # batch 1 is lane 1's
+    assert lanes[0].try_number == 1, "a 4xx must not be retried"
+    assert {lanes[i].state for i in lanes if i} == {"success"}
     assert inspect(receiver, "stats")["records"] == 0
+    ledger = state_rows(
+        source_db, "SELECT status, http_status, error FROM services_sync.delivery_ledger"
+    )
+    assert ledger == [("rejected", 422, "HTTP 422 rejected the batch: injected fault")]
+
+
+def test_a_poison_batch_stops_only_itself_and_the_run_alerts_once(
+    dag, airflow_db, source_db, receiver, slack_webhook
+):
+    """Regression (issue: alert storms, lost acks): one failed batch used to keep every other
+    batch's ack out of the ledger, and each failed mapped task sent its own alert."""
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows_for(H, 80, "P"))
+    # 8 batches of 10 over 4 lanes: the third (lane 3, with the seventh) is refused; every lane
+    # goes on, lane 3 included.
+    requests.post(
+        f"{receiver.url}/faults",
+        json={"faults": [{"status": 400, "match": "P-0025"}]},
+        timeout=5,
+    ).raise_for_status()
+    run = run_interval(dag, H, batch_size=10)
+    assert run.state == "failed"
+    ledger = state_rows(
+        source_db,
+        "SELECT batch_index, status, acked_at IS NOT NULL FROM services_sync.delivery_ledger"
+        " ORDER BY batch_index",
+    )
+    assert ledger == [(i, "acked", True) if i != 2 else (2, "rejected", False) for i in range(8)]
+    assert inspect(receiver, "stats")["records"] == 70
+    (alert,) = slack_webhook
+    assert "record_delivery failed" in alert["json"]["text"]
+    assert "batch 3" in alert["json"]["text"]

@@ -1,7 +1,8 @@
--- Plan the keyset batches of one data interval; returns one small row per batch, never the data.
+-- Plan the keyset batches of one data interval; returns one small row per batch, never the data
+-- (the plan_batches task keeps it in the state database: an interval's reruns reuse its first
+-- plan).
 -- Params (bind): window_start, window_end (timestamptz, half-open [start, end)),
--- batch_size (int, records per batch), max_batch_bytes (int, max JSON body size),
--- max_batches (int, Airflow's max_map_length: one mapped task per batch).
+-- batch_size (int, records per batch), max_batch_bytes (int, max JSON body size).
 --
 -- Sort key: (last_modified_date, request_id, service_id), NULL ids as '' and compared with the
 -- "C" collation so the order is total and identical in this plan and in fetch_batch.sql.
@@ -12,10 +13,8 @@
 -- Bytes: a record's JSON is at most 150 bytes plus its two ids, escaped as the body escapes them
 -- (ASCII-only JSON: a non-ASCII character takes up to 5 more bytes than one). The interval's
 -- largest record sets how many records fit in max_batch_bytes. Records per batch: batch_size,
--- raised when the interval would otherwise need more than max_batches batches, and never more
--- than fit the byte bound (so no body exceeds it; an interval that needs more batches than
--- max_batches is refused by the caller with a message).
--- Timestamps leave as text: XCom would turn a datetime into a float and lose microseconds.
+-- and never more than fit the byte bound (so no body of the first plan exceeds it).
+-- Timestamps leave as text (the stored bounds; microseconds kept).
 WITH keys AS (
     SELECT sr.last_modified_date AS lmd,
            coalesce(sr.request_id::text, '') COLLATE "C" AS rid,
@@ -34,10 +33,7 @@ fits AS (
     FROM keys
 ),
 sizing AS (
-    SELECT least(
-               by_bytes,
-               greatest(%(batch_size)s::int, ceil(total::numeric / %(max_batches)s::int)::int)
-           ) AS rows_per_batch
+    SELECT least(by_bytes, %(batch_size)s::int) AS rows_per_batch
     FROM fits
 ),
 numbered AS (

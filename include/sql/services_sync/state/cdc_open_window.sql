@@ -7,4 +7,4 @@ SELECT %(slot_name)s, %(upto_lsn)s::pg_lsn,
         WHERE slot_name = %(slot_name)s AND status = 'acknowledged'),
        %(snapshot)s, %(run_id)s
 RETURNING window_id, upto_lsn::text AS upto_lsn, floor_lsn::text AS floor_lsn, snapshot, status,
-          changes, records, per_batch;
+          changes, records, per_batch, lanes, built_at, opened_at;

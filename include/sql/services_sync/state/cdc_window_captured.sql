@@ -1,6 +1,8 @@
--- Mark a window captured, with its counts (ord was set by cdc_order_window.sql).
+-- Mark a window captured, with its counts and lane count (ord and lane were set by
+-- cdc_order_window.sql).
 UPDATE {schema}.cdc_windows AS w
 SET status = 'captured',
+    lanes = %(lanes)s,
     captured_at = now(),
     read_snapshot = %(read_snapshot)s,
     changes = s.changes,

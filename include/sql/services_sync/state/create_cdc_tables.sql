@@ -44,5 +44,13 @@ CREATE TABLE IF NOT EXISTS {schema}.cdc_changes (
     ord         integer,
     PRIMARY KEY (window_id, commit_lsn, position)
 );
-CREATE INDEX IF NOT EXISTS cdc_changes_ord_idx ON {schema}.cdc_changes (window_id, ord)
+-- Added with the delivery lanes: a change's lane (all changes of one request share a lane, so
+-- a lane delivers them in commit order), the window's lane count, and when its batches were
+-- built into the outbox (a resumed window is not built again: its batches are there).
+ALTER TABLE {schema}.cdc_changes ADD COLUMN IF NOT EXISTS lane integer;
+ALTER TABLE {schema}.cdc_windows
+    ADD COLUMN IF NOT EXISTS lanes    integer,
+    ADD COLUMN IF NOT EXISTS built_at timestamptz;
+DROP INDEX IF EXISTS {schema}.cdc_changes_ord_idx;
+CREATE INDEX IF NOT EXISTS cdc_changes_lane_idx ON {schema}.cdc_changes (window_id, lane, ord)
     WHERE ord IS NOT NULL;
