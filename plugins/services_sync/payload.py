@@ -37,6 +37,10 @@ class Interval:
         """``2025-05-14T10:00Z/2025-05-14T11:00Z``: how intervals are named in keys and logs."""
         return f"{_utc_label(self.start)}/{_utc_label(self.end)}"
 
+    def next(self) -> Interval:
+        """The interval of the same length right after this one."""
+        return Interval(self.end, self.end + (self.end - self.start))
+
 
 def hourly_interval(start: datetime | None, end: datetime | None) -> Interval:
     """The run's data interval, if it is exactly one whole UTC hour ``[H:00, H+1:00)``.

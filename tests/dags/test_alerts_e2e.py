@@ -49,25 +49,47 @@ def test_a_task_failure_alerts_by_email_and_slack(
 
     (mail,) = smtp_server.messages
     assert mail["To"] == "oncall@example.test"
-    assert mail["Subject"] == "[services-sync] services_requests_sync.post_batch[0] failed"
+    assert mail["Subject"] == "[services-sync] services_requests_sync.record_delivery failed"
     body = mail.get_body().get_content()
     for fact in (
         "services_requests_sync",
-        "post_batch[0]",
+        "record_delivery",
         "[2025-05-14T10:00:00+00:00, 2025-05-14T11:00:00+00:00)",
-        "HTTP 422 rejected the batch: injected fault",
+        "1 of 1 batch(es) not acknowledged",
+        "batch 1: HTTP 422 rejected the batch: injected fault",
         "/dags/services_requests_sync/runs/",  # the log URL
-        "/tasks/post_batch/mapped/0?try_number=1",
+        "/tasks/record_delivery?try_number=1",
     ):
         assert fact in body, fact
-    assert "<th align='left'>Try</th><td>1</td>" in body
 
     (post,) = slack_webhook
     assert post["path"] == "/services/T000/B000/XXXX"
     text = post["json"]["text"]
-    assert text.startswith("*[services-sync] services_requests_sync.post_batch[0] failed*")
-    assert "Error: Batch services-requests.v1:" in text
+    assert text.startswith("*[services-sync] services_requests_sync.record_delivery failed*")
     assert "HTTP 422" in text
+
+
+def test_an_outage_past_the_retry_budget_is_one_alert_for_the_run(
+    dag, airflow_db, source_db, receiver, smtp_server, slack_webhook
+):
+    """Regression: every failed mapped POST task used to send its own alert (one per batch)."""
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows(40))
+    requests.post(
+        f"{receiver.url}/faults", json={"faults": [{"status": 503, "times": 1000}]}, timeout=5
+    ).raise_for_status()
+    run = dag.test(logical_date=H + timedelta(hours=1), run_conf={"batch_size": 5})
+    assert run.state == "failed"
+    lanes = [ti for ti in run.get_task_instances() if ti.task_id == "post_batches"]
+    assert {ti.state for ti in lanes} == {"failed"}
+    assert len(lanes) == 4
+    (mail,) = smtp_server.messages  # 8 batches, 4 failed lanes: one alert
+    assert mail["Subject"] == "[services-sync] services_requests_sync.record_delivery failed"
+    body = mail.get_body().get_content()
+    assert "8 of 8 batch(es) not acknowledged" in body
+    assert "batch 1, 2, 3, 4, 5, 6, 7, 8" in body
+    assert "the next run sends them first" in body
+    assert len(slack_webhook) == 1
 
 
 def test_quarantined_rows_raise_an_alert_but_the_run_succeeds(
@@ -94,6 +116,7 @@ def test_without_alert_connections_a_failure_still_fails_cleanly(
     requests.post(f"{receiver.url}/faults", json={"faults": [{"status": 400}]}, timeout=5)
     run = dag.test(logical_date=H + timedelta(hours=1))
     assert run.state == "failed"
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["post_batch"] == "failed"
-    assert states["build_batch"] == "success"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert states[("post_batches", 0)] == "failed"
+    assert states[("build_batches", -1)] == "success"
+    assert states[("record_delivery", -1)] == "failed"

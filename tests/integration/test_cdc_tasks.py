@@ -96,6 +96,33 @@ def test_setup_on_a_server_without_logical_decoding_names_the_fix(api, monkeypat
         cluster.destroy()
 
 
+def deliver(window: dict, receiver, run_id: str) -> None:
+    """Build the window and send it through the real delivery lanes to the receiver."""
+    from types import SimpleNamespace
+
+    from services_sync.config import load_settings
+    from services_sync.lanes import DeliveryLaneOperator
+
+    cdc_tasks.build_change_batches(
+        dag_id=DAG_ID, run_id=run_id, window_id=window["window_id"], interval=None
+    )
+    settings = load_settings()
+    context = {
+        "dag": SimpleNamespace(dag_id=DAG_ID),
+        "run_id": run_id,
+        "ti": SimpleNamespace(try_number=1),
+        "data_interval_start": None,
+    }
+    for lane in range(settings.lanes):
+        DeliveryLaneOperator(
+            task_id=f"post_batches_{lane}",
+            lane=lane,
+            lanes=settings.lanes,
+            http_conn_id=settings.api_conn_id,
+            endpoint=settings.endpoint,
+        ).execute(context)
+
+
 def staged(dsn: str) -> list[tuple[str, str]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
@@ -103,7 +130,7 @@ def staged(dsn: str) -> list[tuple[str, str]]:
         ).fetchall()
 
 
-def test_a_transaction_open_during_the_snapshot_comes_with_the_stream(source_db, api, slot):
+def test_a_transaction_open_during_the_snapshot_comes_with_the_stream(source_db, receiver, slot):
     with writer(source_db) as conn:
         conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")
         insert_rows(conn, rows("BEFORE", 2))
@@ -113,22 +140,23 @@ def test_a_transaction_open_during_the_snapshot_comes_with_the_stream(source_db,
         open_txn.execute("BEGIN")
         insert_rows(open_txn, rows("OPEN", 1))  # started before the snapshot, commits after
         insert_rows(other, rows("SLOT", 1))  # committed after the slot: snapshot AND stream
-        plan = cdc_tasks.capture_changes(DAG_ID, "run-1", params)
-        assert [row[3:] for row in plan] == [[0, 2]]
+        window = cdc_tasks.capture_changes(DAG_ID, "run-1", params)
+        assert window["records"] == 3
         # In the snapshot once; its streamed copy was skipped; the open one is not there.
         assert staged(source_db) == [
             ("snapshot", "BEFORE-0000"),
             ("snapshot", "BEFORE-0001"),
             ("snapshot", "SLOT-0000"),
         ]
-        cdc_tasks.acknowledge_changes(plan, dag_id=DAG_ID)
+        deliver(window, receiver, "run-1")
+        cdc_tasks.acknowledge_changes(window["window_id"], dag_id=DAG_ID)
         open_txn.execute("COMMIT")
-    plan = cdc_tasks.capture_changes(DAG_ID, "run-2", {"batch_size": 100})
+    window = cdc_tasks.capture_changes(DAG_ID, "run-2", {"batch_size": 100})
     assert staged(source_db) == [("insert", "OPEN-0000")]
-    assert [row[3:] for row in plan] == [[0, 0]]
+    assert window["records"] == 1
 
 
-def test_a_resumed_window_plans_the_same_batches(source_db, api, slot):
+def test_a_resumed_window_keeps_its_batch_size(source_db, api, slot):
     with writer(source_db) as conn:
         conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")
     cdc_tasks.check_cdc_setup(DAG_ID)
@@ -195,7 +223,7 @@ def test_a_role_that_does_not_own_the_table_is_told_who_creates_the_publication(
 
 
 def test_a_commit_between_opening_a_snapshot_window_and_its_snapshot_is_sent_once(
-    source_db, api, slot, monkeypatch
+    source_db, receiver, slot, monkeypatch
 ):
     from services_sync import cdc_source
 
@@ -208,8 +236,9 @@ def test_a_commit_between_opening_a_snapshot_window_and_its_snapshot_is_sent_onc
     with monkeypatch.context() as patch:
         patch.setattr(cdc_source, "current_wal_lsn", lambda conn: opened_at)
         params = {"batch_size": 100, "initial_snapshot": True}
-        plan = cdc_tasks.capture_changes(DAG_ID, "run-1", params)
+        window = cdc_tasks.capture_changes(DAG_ID, "run-1", params)
     assert staged(source_db) == [("snapshot", "BETWEEN-0000")]
-    cdc_tasks.acknowledge_changes(plan, dag_id=DAG_ID)
-    assert cdc_tasks.capture_changes(DAG_ID, "run-2", {"batch_size": 100}) == []
+    deliver(window, receiver, "run-1")
+    cdc_tasks.acknowledge_changes(window["window_id"], dag_id=DAG_ID)
+    assert cdc_tasks.capture_changes(DAG_ID, "run-2", {"batch_size": 100})["records"] == 0
     assert staged(source_db) == []  # not again in the next window

@@ -40,7 +40,13 @@ def test_a_good_setup_creates_the_state_tables(source_db, api):
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'services_sync'"
             )
         }
-    assert tables == {"quarantined_requests", "delivery_ledger", "delivery_runs"}
+    assert tables == {
+        "quarantined_requests",
+        "delivery_ledger",
+        "delivery_runs",
+        "outbox",
+        "interval_plans",
+    }
 
 
 @pytest.mark.parametrize(

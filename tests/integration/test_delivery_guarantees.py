@@ -12,10 +12,10 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import AirflowFailException
 
 from devkit.seed import insert_rows
-from services_sync import state
+from services_sync import outbox, state
 from services_sync.config import load_settings
 from services_sync.db import connect
-from services_sync.operators import drop_superseded_records
+from services_sync.lanes import drop_superseded_records
 from services_sync.payload import Interval, body_records, build_body, idempotency_key
 from services_sync.tasks import reconcile_interval
 from services_sync.transform import transform_rows
@@ -40,92 +40,72 @@ def state_db(source_db):
     return source_db
 
 
-def ledger_row(dsn, run_id, batch_index=0):
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT idempotency_key, rows_sent, rows_superseded FROM services_sync.delivery_ledger"
-            " WHERE run_id = %s AND batch_index = %s",
-            (run_id, batch_index),
-        ).fetchone()
-
-
-def seed_batch(dsn, run_id, source_rows):
+def seed_batch(dsn, run_id, source_rows, interval=INTERVAL):
+    """A batch built for ``interval`` by ``run_id``, pending in the outbox; the lane's view of it."""
     body = build_body(transform_rows(source_rows).records)
     settings = load_settings()
+    key = idempotency_key(interval, body)
     with connect(settings.state_conn_id) as conn:
-        state.record_batch_built(
+        outbox.store_batch(
             conn,
             settings.state_schema,
+            outbox.BuiltBatch(
+                batch_index=0,
+                lane=0,
+                rows_extracted=len(source_rows),
+                rows_quarantined=0,
+                records=len(source_rows),
+                body=body,
+                key=key,
+                lower_bound=[interval.start.isoformat(), "", ""],
+                upper_bound=[interval.end.isoformat(), "", ""],
+            ),
             dag_id=DAG_ID,
             run_id=run_id,
-            batch_index=0,
-            interval_start=INTERVAL.start,
-            interval_end=INTERVAL.end,
-            idempotency_key=idempotency_key(INTERVAL, body),
-            rows_extracted=len(source_rows),
-            rows_quarantined=0,
-            rows_sent=len(source_rows),
-            body_bytes=len(body),
-            body_sha256=None,
-            lower_bound=[INTERVAL.start.isoformat(), "", ""],
-            upper_bound=[INTERVAL.end.isoformat(), "", ""],
-            read_snapshot=None,
+            interval=interval,
         )
-    return body
-
-
-def mark_delivered(dsn, interval_start):
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO services_sync.delivery_runs (dag_id, run_id, interval_start, interval_end,"
-            " rows_extracted, batches, batches_posted, rows_sent, rows_quarantined, duplicates)"
-            " VALUES (%s, %s, %s, %s, 1, 1, 1, 1, 0, 0)",
-            (
-                DAG_ID,
-                f"later-{interval_start}",
-                interval_start,
-                interval_start + timedelta(hours=1),
-            ),
-        )
-
-
-def test_a_batch_is_sent_as_built_while_no_later_interval_was_delivered(state_db):
-    source_rows = rows(5)
-    with psycopg.connect(state_db, autocommit=True) as conn:
-        insert_rows(conn, source_rows)
-        body = seed_batch(state_db, "run-1", source_rows)
-        # R002 changes after the build; no later interval is out yet, so its old version is
-        # still the newest the receiver can have: resend the batch unchanged, same key.
-        conn.execute(
-            "UPDATE service_requests SET status_id = '5', last_modified_date = %s"
-            " WHERE request_id = 'R002'",
-            (H + timedelta(hours=1, minutes=5),),
-        )
-    assert (
-        drop_superseded_records(body, INTERVAL, dag_id=DAG_ID, run_id="run-1", batch_index=0)
-        == body
+    return body, outbox.PendingBatch(
+        DAG_ID, run_id, 0, interval.start, interval.end, None, key, len(source_rows), b""
     )
 
 
-def test_records_superseded_by_a_later_delivery_are_dropped_at_send_time(state_db):
+def later_interval_built(batch):
+    settings = load_settings()
+    with connect(settings.state_conn_id) as conn:
+        return outbox.later_interval_built(
+            conn, settings.state_schema, dag_id=DAG_ID, interval_start=batch.interval_start
+        )
+
+
+def test_only_a_batch_older_than_the_newest_built_interval_is_checked_for_newer_versions(
+    state_db,
+):
     source_rows = rows(5)
     with psycopg.connect(state_db, autocommit=True) as conn:
         insert_rows(conn, source_rows)
-        body = seed_batch(state_db, "run-1", source_rows)
+    _body, batch = seed_batch(state_db, "run-1", source_rows)
+    # While this interval is the newest built, nothing newer can reach the receiver before it:
+    # the lane sends it exactly as built (same key on every retry).
+    assert later_interval_built(batch) is False
+    seed_batch(state_db, "run-2", rows(1, H + timedelta(hours=1), "N"), INTERVAL.next())
+    assert later_interval_built(batch) is True
+
+
+def test_records_superseded_by_a_later_version_are_dropped_at_send_time(state_db):
+    source_rows = rows(5)
+    with psycopg.connect(state_db, autocommit=True) as conn:
+        insert_rows(conn, source_rows)
+        body, batch = seed_batch(state_db, "run-1", source_rows)
         conn.execute(
             "UPDATE service_requests SET status_id = '5', last_modified_date = %s"
             " WHERE request_id = 'R002'",
             (H + timedelta(hours=1, minutes=5),),
         )
-    mark_delivered(state_db, H + timedelta(hours=1))
-    fresh = drop_superseded_records(body, INTERVAL, dag_id=DAG_ID, run_id="run-1", batch_index=0)
+    fresh, superseded = drop_superseded_records(body, batch, load_settings())
+    assert superseded == 1
     assert [r["request_id"] for r in body_records(fresh)] == ["R000", "R001", "R003", "R004"]
-    assert ledger_row(state_db, "run-1") == (idempotency_key(INTERVAL, fresh), 4, 1)
-    # Stable: the same check on the refreshed body keeps it, and its key, as they are.
-    assert (
-        drop_superseded_records(fresh, INTERVAL, dag_id=DAG_ID, run_id="run-1", batch_index=0)
-        == fresh
-    )
+    # Stable: the same check on the refreshed body keeps it, and so its key, as it is.
+    assert drop_superseded_records(fresh, batch, load_settings()) == (fresh, 0)
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,13 @@ H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 INTERVAL = Interval(H, H + timedelta(hours=1))
 
 
-def plan(conn, interval=INTERVAL, batch_size=1000, max_batch_bytes=1024 * 1024, max_batches=1024):
+def plan(conn, interval=INTERVAL, batch_size=1000, max_batch_bytes=1024 * 1024):
     # Parameters exactly as SQLExecuteQueryOperator renders them: strings from Jinja.
     params = {
         "window_start": str(interval.start.isoformat()),
         "window_end": str(interval.end.isoformat()),
         "batch_size": str(batch_size),
         "max_batch_bytes": str(max_batch_bytes),
-        "max_batches": max_batches,
     }
     rows = conn.execute(load_sql("plan_batches.sql"), params).fetchall()
     return [BatchBounds.from_plan_row(list(r)) for r in rows]
@@ -137,7 +136,6 @@ def test_the_interval_query_is_an_index_range_scan(conn):
         "window_end": INTERVAL.end,
         "batch_size": 1000,
         "max_batch_bytes": 1048576,
-        "max_batches": 1024,
     }
     text = load_sql("plan_batches.sql")
     explain = "\n".join(r[0] for r in conn.execute("EXPLAIN " + text, params).fetchall())
@@ -165,12 +163,3 @@ def test_batches_shrink_so_no_body_exceeds_the_byte_bound(conn, max_bytes):
 def test_the_row_limit_still_applies_when_bytes_allow_more(conn):
     insert_rows(conn, [req(f"R{i:03d}", H + timedelta(seconds=i)) for i in range(50)])
     assert [b.planned_rows for b in plan(conn, batch_size=20)] == [20, 20, 10]
-
-
-def test_batches_grow_to_stay_within_the_mapped_task_limit(conn):
-    insert_rows(conn, [req(f"R{i:03d}", H + timedelta(seconds=i)) for i in range(100)])
-    batches = plan(conn, batch_size=10, max_batches=4)
-    assert [b.planned_rows for b in batches] == [25, 25, 25, 25]
-    # ... but never beyond what fits the byte bound: then there are more batches than allowed,
-    # and the plan's caller refuses it with a message.
-    assert len(plan(conn, batch_size=10, max_batches=4, max_batch_bytes=2048)) > 4

@@ -95,45 +95,45 @@ def test_the_page_shows_the_table_and_the_chart(ledger):
 
 
 def test_the_view_reads_what_the_dag_writes(source_db):
-    """The DAG's own ledger writers (build_batch, record_delivery), then the view."""
-    from services_sync import state
-    from services_sync.payload import Interval
+    """The DAG's own ledger writers (build, the lanes' acks, record_delivery), then the view."""
+    from services_sync import outbox, state
+    from services_sync.payload import Interval, build_body
 
     start = NEWEST_END - timedelta(hours=1)
     interval = Interval(start, NEWEST_END)
     with psycopg.connect(source_db) as conn:
         state.ensure_state_tables(conn, "services_sync")
         for index, (extracted, quarantined) in enumerate(((5, 1), (3, 0))):
-            state.record_batch_built(
+            records = extracted - quarantined
+            outbox.store_batch(
                 conn,
                 "services_sync",
+                outbox.BuiltBatch(
+                    batch_index=index,
+                    lane=index,
+                    rows_extracted=extracted,
+                    rows_quarantined=quarantined,
+                    records=records,
+                    body=build_body([{"request_id": str(i)} for i in range(records)]),
+                    key=f"k{index}",
+                    lower_bound=[],
+                    upper_bound=[],
+                ),
                 dag_id=status.DAG_ID,
                 run_id="scheduled__w",
-                batch_index=index,
-                interval_start=interval.start,
-                interval_end=interval.end,
-                idempotency_key=f"k{index}",
-                rows_extracted=extracted,
-                rows_quarantined=quarantined,
-                rows_sent=extracted - quarantined,
-                body_bytes=100,
-                body_sha256="x",
-                lower_bound=None,
-                upper_bound=None,
-                read_snapshot=None,
+                interval=interval,
             )
-        acked_at = NEWEST_END + timedelta(minutes=4)
-        state.record_batch_acks(
-            conn,
-            "services_sync",
-            dag_id=status.DAG_ID,
-            run_id="scheduled__w",
-            results=[
-                {"batch_index": i, "parts": [{"status": 201, "accepted": n, "duplicate": i == 1,
-                                              "attempts": 2, "acked_at": acked_at.isoformat()}]}
-                for i, n in ((0, 4), (1, 3))
-            ],
-        )  # fmt: skip
+            outbox.record_ack(
+                conn,
+                "services_sync",
+                outbox.PendingBatch(
+                    status.DAG_ID, "scheduled__w", index, start, NEWEST_END, None, f"k{index}",
+                    records, b"",
+                ),
+                acks=[{"status": 201, "accepted": records, "duplicate": index == 1}],
+                attempts=2,
+                delivered_by_run="scheduled__w",
+            )  # fmt: skip
         state.record_run(
             conn,
             "services_sync",
@@ -148,11 +148,14 @@ def test_the_view_reads_what_the_dag_writes(source_db):
             rows_quarantined=1,
             duplicates=1,
         )
+        acked_at = conn.execute(
+            "SELECT max(acked_at) FROM services_sync.delivery_ledger"
+        ).fetchone()[0]
     [item] = _client().get("/api/intervals").json()["intervals"]
     assert item["status"] == "delivered"
     assert (item["rows_extracted"], item["rows_delivered"], item["rows_quarantined"]) == (8, 7, 1)
     assert item["duplicates_avoided"] == 1
-    assert item["delivery_lag_s"] == 240
+    assert item["delivery_lag_s"] == pytest.approx((acked_at - NEWEST_END).total_seconds())
 
 
 def test_a_window_reaches_back_from_the_newest_interval(source_db):

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 from services_sync.cdc import (
     Snapshot,
+    chunks,
     is_source_table,
     key_scope,
-    plan_change_batches,
     record_row,
+    records_per_batch,
     snapshot_change,
     staged_change,
 )
@@ -152,37 +153,21 @@ def test_inserts_and_updates_are_the_row_itself():
 
 
 # -- batches and keys -------------------------------------------------------------------------
-def test_plan_cuts_records_by_batch_size():
-    plan = plan_change_batches(9, 25, 200, batch_size=10, max_batch_bytes=1 << 20, max_batches=1024)
-    assert plan.rows == [[9, 0, 3, 0, 9], [9, 1, 3, 10, 19], [9, 2, 3, 20, 24]]
-    assert (
-        plan_change_batches(9, 0, 0, batch_size=10, max_batch_bytes=1024, max_batches=1).rows == []
-    )
-
-
-def test_plan_shrinks_batches_to_fit_the_byte_bound():
-    plan = plan_change_batches(1, 10, 960, batch_size=10, max_batch_bytes=4096, max_batches=1024)
-    assert plan.per_batch == 4  # 4096 // (960 + 64)
-
-
-def test_plan_grows_batches_to_stay_under_max_batches_within_the_byte_bound():
-    plan = plan_change_batches(1, 100, 100, batch_size=10, max_batch_bytes=1 << 20, max_batches=4)
-    assert (plan.per_batch, len(plan.rows)) == (25, 4)
-    with pytest.raises(ValueError, match="needs more than 4 batches"):
-        plan_change_batches(1, 100, 100, batch_size=10, max_batch_bytes=4096, max_batches=4)
+def test_batch_size_shrinks_to_fit_the_byte_bound():
+    assert records_per_batch(200, batch_size=10, max_batch_bytes=1 << 20) == 10
+    assert records_per_batch(960, batch_size=10, max_batch_bytes=4096) == 4  # 4096 // (960 + 64)
+    assert records_per_batch(10_000, batch_size=10, max_batch_bytes=4096) == 1
 
 
 @given(
-    records=st.integers(min_value=1, max_value=5000),
-    batch_size=st.integers(min_value=1, max_value=600),
+    records=st.integers(min_value=0, max_value=5000),
+    size=st.integers(min_value=1, max_value=600),
 )
-def test_plan_covers_every_record_once_in_order(records, batch_size):
-    plan = plan_change_batches(
-        1, records, 100, batch_size=batch_size, max_batch_bytes=1 << 20, max_batches=1 << 20
-    )
-    covered = [i for _, _, _, first, last in plan.rows for i in range(first, last + 1)]
-    assert covered == list(range(records))
-    assert all(row[2] == len(plan.rows) for row in plan.rows)
+def test_chunks_cover_every_record_once_in_order(records, size):
+    cut = list(chunks(iter(range(records)), size))
+    assert [i for chunk in cut for i in chunk] == list(range(records))
+    assert all(len(chunk) == size for chunk in cut[:-1])
+    assert all(0 < len(chunk) <= size for chunk in cut)
 
 
 def test_keys_come_from_change_positions_and_content_never_from_runs():

@@ -67,16 +67,26 @@ def test_bad_settings_name_the_variable(env, message):
         load_settings(env)
 
 
-def test_plans_beyond_the_mapped_task_limit_are_refused_with_the_fix():
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from services_sync.tasks import check_plan
-
-    settings = load_settings({"SERVICES_SYNC_MAX_BATCHES": "2"})
-    row = [0, 3, "a", "", "", "b", "", "", 5, 15]
-    assert check_plan([[row, row]], None, settings) == [[row, row]]
-    with pytest.raises(AirflowFailException, match="needs 3 batches, more than the 2 mapped tasks"):
-        check_plan([[row, row, row]], None, settings)
+def test_delivery_lanes_and_outbox_retention():
+    settings = load_settings({})
+    assert (settings.lanes, settings.post_pool) == (4, "default_pool")
+    assert settings.outbox_retention == timedelta(hours=24)
+    custom = load_settings(
+        {
+            "SERVICES_SYNC_LANES": "2",
+            "SERVICES_SYNC_POST_POOL": "services_api",
+            "SERVICES_SYNC_OUTBOX_RETENTION_H": "168",
+        }
+    )
+    assert (custom.lanes, custom.post_pool, custom.outbox_retention) == (
+        2,
+        "services_api",
+        timedelta(days=7),
+    )
+    with pytest.raises(ConfigError, match="SERVICES_SYNC_LANES=17 must be at most 16"):
+        load_settings({"SERVICES_SYNC_LANES": "17"})
+    with pytest.raises(ConfigError, match="SERVICES_SYNC_LANES=0 must be >= 1"):
+        load_settings({"SERVICES_SYNC_LANES": "0"})
 
 
 def test_cdc_defaults():
