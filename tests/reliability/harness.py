@@ -93,6 +93,13 @@ def run_interval(dag: Any, start: datetime, **conf: Any) -> Any:
     return run
 
 
+def lane_of(batch_index: int) -> int:
+    """The delivery lane (map index of ``post_batches``) that sends a batch of a query-mode run."""
+    from services_sync.config import load_settings
+
+    return batch_index % load_settings().lanes
+
+
 def task_instances(run: Any, task_id: str) -> list[Any]:
     """The run's task instances of ``task_id``, by map index."""
     return sorted(
@@ -101,14 +108,22 @@ def task_instances(run: Any, task_id: str) -> list[Any]:
     )
 
 
-def resume_run(dag: Any, run_id: str, *, poll_s: float = 0.2, timeout_s: float = 120.0) -> Any:
-    """Clear the failed tasks of a finished run (and their downstream) and run them again.
+def resume_run(
+    dag: Any,
+    run_id: str,
+    *,
+    only_failed: bool = True,
+    poll_s: float = 0.2,
+    timeout_s: float = 120.0,
+) -> Any:
+    """Clear the failed tasks of a finished run (and their downstream), or all of its tasks,
+    and run them again.
 
-    What "Clear -> only failed" does in the UI: the cleared tasks run again *in the same run*,
-    so a re-run ``post_batch`` posts the body its ``build_batch`` built back then (XCom), not
-    the source as it is now. ``dag.test()`` cannot do this (it deletes the run and starts a new
-    one), so this mirrors its loop: update the run's state, schedule what is ready, run it in
-    this process.
+    What "Clear -> only failed" (or "Clear" of the whole run) does in the UI: the cleared tasks
+    run again *in the same run*: re-run lanes send what the outbox still holds for them, a
+    re-run build rebuilds the interval. ``dag.test()`` cannot do this (it deletes the run and
+    starts a new one), so this mirrors its loop: update the run's state, schedule what is
+    ready, run it in this process.
     """
     from airflow import settings
     from airflow.models.dagrun import DagRun
@@ -119,6 +134,10 @@ def resume_run(dag: Any, run_id: str, *, poll_s: float = 0.2, timeout_s: float =
     from sqlalchemy import select
 
     scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    # Built like DAG.test() builds it, so its deadline holds serialized alerts, not the alert
+    # ids a scheduler's DAG holds; a run cleared here has no queued_at (no deadline) anyway.
+    # See services_sync.dag_defaults.allow_dag_test.
+    scheduler_dag.deadline = None
     session = settings.Session()
     try:
         dr = session.scalar(
@@ -130,7 +149,8 @@ def resume_run(dag: Any, run_id: str, *, poll_s: float = 0.2, timeout_s: float =
         to_clear = [
             ti
             for ti in tis
-            if ti.state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)
+            if not only_failed
+            or ti.state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)
         ]
         assert to_clear, f"run {run_id} has no failed task to clear"
         clear_task_instances(to_clear, session, dag_run_state=DagRunState.RUNNING)

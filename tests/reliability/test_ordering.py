@@ -22,6 +22,7 @@ from tests.reliability.harness import (
     insert,
     inspect,
     interval,
+    ledger,
     load_dag,
     resume_run,
     rows_for,
@@ -43,23 +44,31 @@ MOVED = ("OLD-00004", "OLD-00013", "OLD-00027")  # one row of each of H's three 
 @pytest.mark.parametrize(
     "retry_h",
     [
-        # "Clear" on the failed tasks in the UI: post_batch resends the body built back then.
+        # "Clear" on the failed tasks in the UI: nothing left to send, H+1 drained H already.
         "clear_failed_tasks",
-        # A new run of the interval (trigger / backfill / dag.test): everything is rebuilt.
+        # A new run of the interval (backfill / dag.test): H is rebuilt from the source.
         "new_run",
     ],
 )
 def test_row_updated_again_while_its_failed_interval_waits(dag, source_db, receiver, retry_h):
-    """H fails past its retry budget, its rows move on to H+1, H+1 is delivered, H is retried.
+    """H fails past its retry budget, its rows move on to H+1, H+1 runs, H is retried.
 
-    The receiver must never get an older version of a row after a newer one.
+    H+1's lanes send H's batches first, without the rows that changed since (their newer
+    version is in H+1). The receiver must never get an older version of a row after a newer
+    one, whichever way H is retried afterwards.
     """
     insert(source_db, rows_for(H, 30, "OLD"))
     add_faults(receiver.url, {"status": 503, "times": 1000})
     failed = run_interval(dag, H, batch_size=10)
     clear_faults(receiver.url)
     assert failed.state == "failed"
-    assert [ti.state for ti in task_instances(failed, "post_batch")] == ["failed"] * 3
+    # Three batches, lanes 1-3; lane 4 had nothing to send.
+    assert [ti.state for ti in task_instances(failed, "post_batches")] == [
+        "failed",
+        "failed",
+        "failed",
+        "success",
+    ]
     assert inspect(receiver.url, "stats")["batches"] == 0
 
     with psycopg.connect(source_db, autocommit=True) as conn:
@@ -74,6 +83,12 @@ def test_row_updated_again_while_its_failed_interval_waits(dag, source_db, recei
     newer = {r["request_id"]: r for r in inspect(receiver.url, "requests")}
     assert {rid: newer[rid]["status_id"] for rid in MOVED} == dict.fromkeys(MOVED, 5)
 
+    # H's batches went out with H+1's run, each without its moved row.
+    drained = [r for r in ledger(source_db, failed.run_id) if r["status"] == "acked"]
+    assert len(drained) == 3
+    assert {r["delivered_by_run"] for r in drained} != {failed.run_id}
+    assert sum(r["rows_superseded"] for r in drained) == 3
+
     if retry_h == "clear_failed_tasks":
         retried = resume_run(dag, failed.run_id)
     else:
@@ -86,6 +101,58 @@ def test_row_updated_again_while_its_failed_interval_waits(dag, source_db, recei
     assert sorted(
         (r["request_id"], r["status_id"]) for r in result.received if r["request_id"] in MOVED
     ) == [(rid, 5) for rid in MOVED]
+
+
+def test_an_outage_of_three_hours_drains_by_itself_in_order_with_newest_states_only(
+    dag, source_db, receiver
+):
+    """Issue 11: the receiver is down for three hourly runs, each past its retry budget (a few
+    seconds in the tests, an hour or more in production). Rows change from hour to hour. The
+    fourth run, the receiver back, sends every earlier batch from the outbox, oldest first,
+    then its own: nobody clears anything, no older version lands after a newer one."""
+    insert(source_db, rows_for(H, 30, "A"))
+    add_faults(receiver.url, {"status": 503, "times": 100_000})
+    runs = [run_interval(dag, H, batch_size=10)]
+
+    def move(request_ids, hour, status):
+        with psycopg.connect(source_db, autocommit=True) as conn:
+            for minute, request_id in enumerate(request_ids, start=3):
+                conn.execute(
+                    "UPDATE service_requests SET status_id = %s, last_modified_date = %s "
+                    "WHERE request_id = %s",
+                    (str(status), hour + timedelta(minutes=minute), request_id),
+                )
+
+    insert(source_db, rows_for(H + HOUR, 20, "B"))
+    move(["A-00001", "A-00011", "A-00021"], H + HOUR, 4)
+    runs.append(run_interval(dag, H + HOUR, batch_size=10))
+    insert(source_db, rows_for(H + 2 * HOUR, 10, "C"))
+    move(["A-00001", "B-00005"], H + 2 * HOUR, 5)  # A-00001 changes a second time
+    runs.append(run_interval(dag, H + 2 * HOUR, batch_size=10))
+    assert [r.state for r in runs] == ["failed"] * 3
+    assert inspect(receiver.url, "stats")["batches"] == 0
+
+    clear_faults(receiver.url)
+    insert(source_db, rows_for(H + 3 * HOUR, 10, "D"))
+    last = run_interval(dag, H + 3 * HOUR, batch_size=10)
+    assert last.state == "success"
+
+    hours = [interval(H + i * HOUR) for i in range(4)]
+    result = reconcile(source_db, receiver.url, hours)
+    assert len(result.expected) == 70
+    # Newest states only: a row that moved on was never sent in an older version.
+    versions = [(r["request_id"], r["status_id"]) for r in result.received]
+    assert versions.count(("A-00001", 5)) == 1
+    assert not {("A-00001", 4), ("A-00011", 1), ("B-00005", 1)} & set(versions)
+    # Oldest first: each lane sent its batches in interval order.
+    rows = ledger(source_db)
+    delivered = sorted((r for r in rows if r["status"] == "acked"), key=lambda r: r["acked_at"])
+    for lane in {r["lane"] for r in delivered}:
+        starts = [r["interval_start"] for r in delivered if r["lane"] == lane]
+        assert starts == sorted(starts), lane
+    # The ledger says which run delivered what: the fourth, for all of them.
+    assert {r["delivered_by_run"] for r in delivered} == {last.run_id}
+    assert {r["run_id"] for r in delivered} == {r.run_id for r in runs} | {last.run_id}
 
 
 # ---------------------------------------------------------------------------------------------

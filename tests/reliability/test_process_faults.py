@@ -26,7 +26,6 @@ from tests.reliability.harness import (
     ROOT,
     H,
     add_faults,
-    count_ledger_rows,
     insert,
     inspect,
     interval,
@@ -47,12 +46,12 @@ pytestmark = pytest.mark.e2e
 
 @dataclass
 class RestartMidExtract:
-    """Restart the cluster while a ``build_batch`` is inside its SELECT.
+    """Restart the cluster while ``build_batches`` is reading the interval.
 
-    To hit the extraction deterministically (a fetch takes milliseconds), the thread takes an
-    ACCESS EXCLUSIVE lock on ``service_requests`` once the first batch is in the ledger, waits
-    until another session is blocked reading the table (the next ``build_batch``), and restarts
-    the server in fast mode: every session, the blocked extract included, is cut off.
+    The build reads every batch in one REPEATABLE READ transaction on the source, so between two
+    fetches its session sits ``idle in transaction`` after a query on ``service_requests``: the
+    thread waits for that, then restarts the server in fast mode, cutting the build off in the
+    middle of the interval (its state writes, in one transaction too, are rolled back).
     """
 
     pg_cluster: Any
@@ -73,32 +72,29 @@ class RestartMidExtract:
 
     def _run(self) -> None:
         try:
-            wait_for(lambda: count_ledger_rows(self.dsn) >= 1, timeout_s=60, what="a built batch")
-            locker = psycopg.connect(self.dsn)
-            locker.execute("LOCK TABLE service_requests IN ACCESS EXCLUSIVE MODE")
             self.blocked_query = wait_for(
-                lambda: self._blocked_reader(locker.info.backend_pid),
-                timeout_s=30,
-                what="an extraction blocked on service_requests",
-                poll_s=0.02,
+                self._extract_in_progress,
+                timeout_s=60,
+                what="build_batches in the middle of reading the interval",
+                poll_s=0.01,
             )
             self.pg_cluster.restart("fast")
-            locker.close()
         except BaseException as exc:  # reported by join() in the test's thread
             self.error = exc
 
-    def _blocked_reader(self, locker_pid: int) -> str | None:
+    def _extract_in_progress(self) -> str | None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             row = conn.execute(
                 "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND pid <> %s AND wait_event_type = 'Lock'",
-                (locker_pid,),
+                "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+                "AND query LIKE '%%FROM service_requests AS sr%%' "
+                "AND query LIKE '%%lower_lmd%%'"
             ).fetchone()
         return row[0] if row else None
 
 
 def test_source_restart_mid_extract(dag, source_db, receiver, pg_cluster):
-    insert(source_db, rows_for(H, 160, "RESTART"))
+    insert(source_db, rows_for(H, 3000, "RESTART"))
     restarter = RestartMidExtract(pg_cluster, source_db)
     restarter.start()
 
@@ -109,13 +105,12 @@ def test_source_restart_mid_extract(dag, source_db, receiver, pg_cluster):
     assert run.state == "success"
     retried = {(ti.task_id, ti.map_index, ti.try_number) for ti in run.get_task_instances()}
     retried = {item for item in retried if item[2] > 1}
-    # The extraction cut off by the restart (and any task that tried to connect while the server
-    # was down) failed once and succeeded on its retry.
-    assert retried, "no task met the restart"
-    assert {task_id for task_id, _, _ in retried} == {"build_batch"}, retried
-    assert len(ledger(source_db, run.run_id)) == 8
+    # The build cut off by the restart failed once and rebuilt the interval on its retry.
+    assert retried == {("build_batches", -1, 2)}, retried
+    assert len(ledger(source_db, run.run_id)) == 150
     result = reconcile(source_db, receiver.url, [interval(H)])
-    assert len(result.expected) == 160
+    assert len(result.expected) == 3000
+    assert inspect(receiver.url, "stats")["duplicates"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,12 +202,19 @@ def _posting_process(receiver_port: int) -> psutil.Process | None:
     return None
 
 
-def test_sigkill_of_the_posting_task(executor_airflow, source_db, receiver):
-    insert(source_db, rows_for(H, 45, "KILL"))
+def test_sigkill_of_a_lane_resumes_at_its_first_unacknowledged_batch(
+    executor_airflow, source_db, receiver
+):
+    """Issue 11: a lane killed after some acks resumes, on its retry, where it stopped.
+
+    12 batches, 3 per lane, 4 lanes in parallel; every POST is answered after 2 s. Once each
+    lane has its first batch acknowledged, the process of one lane, in the middle of its second
+    POST, gets SIGKILL. Its retry sends that second batch again (the receiver stored it, so it
+    is a duplicate under the same key) and the third; the first is never sent again.
+    """
+    insert(source_db, rows_for(H, 180, "KILL"))
     receiver_port = int(receiver.url.rsplit(":", 1)[1])
-    # Every batch's first POST is answered after 4 s (< the 5 s HTTP timeout): whichever task
-    # process holds a connection to the receiver is in the middle of a POST.
-    add_faults(receiver.url, {"delay_s": 4, "times": 3})
+    add_faults(receiver.url, {"delay_s": 2, "times": 1000})
     out = Path(executor_airflow["AIRFLOW_HOME"]) / "dags-test.log"
     with out.open("wb") as log:
         run = subprocess.Popen(
@@ -232,20 +234,20 @@ def test_sigkill_of_the_posting_task(executor_airflow, source_db, receiver):
         )
         try:
             wait_for(
-                lambda: inspect(receiver.url, "stats")["faults_served"] >= 1,
-                timeout_s=120,
-                what="a POST to reach the receiver",
+                lambda: _acked(source_db) >= 4,
+                timeout_s=180,
+                what="every lane's first batch to be acknowledged",
                 poll_s=0.1,
             )
             victim = wait_for(
                 lambda: _posting_process(receiver_port),
-                timeout_s=120,
-                what="a task process posting to the receiver",
-                poll_s=0.1,
+                timeout_s=60,
+                what="a lane posting its second batch",
+                poll_s=0.05,
             )
             cmdline = " ".join(victim.cmdline())
             victim.send_signal(signal.SIGKILL)
-            returncode = run.wait(timeout=120)
+            returncode = run.wait(timeout=180)
         finally:
             if run.poll() is None:
                 os.killpg(run.pid, signal.SIGKILL)
@@ -256,9 +258,9 @@ def test_sigkill_of_the_posting_task(executor_airflow, source_db, receiver):
     assert title, f"killed something else: {cmdline!r}"
 
     with psycopg.connect(executor_airflow["META_DSN"]) as conn:
-        posts = conn.execute(
+        lanes = conn.execute(
             "SELECT map_index, try_number, state FROM task_instance "
-            "WHERE dag_id = %s AND task_id = 'post_batch' ORDER BY map_index",
+            "WHERE dag_id = %s AND task_id = 'post_batches' ORDER BY map_index",
             (DAG_ID,),
         ).fetchall()
         killed = conn.execute(
@@ -267,19 +269,35 @@ def test_sigkill_of_the_posting_task(executor_airflow, source_db, receiver):
             (title[1],),
         ).fetchall()
     assert len(killed) == 1, f"the killed process ran no finished try: {killed}"
-    task_id, map_index, try_number = killed[0]
-    assert (task_id, try_number) == ("post_batch", 1)
-    assert [state for _, _, state in posts] == ["success"] * 3
-    # Only the killed batch needed a second try.
-    assert [tries for _, tries, _ in posts] == [
-        2 if index == map_index else 1 for index, _, _ in posts
+    task_id, lane, try_number = killed[0]
+    assert (task_id, try_number) == ("post_batches", 1)
+    assert [state for _, _, state in lanes] == ["success"] * 4
+    assert [tries for index, tries, _ in lanes] == [2 if i == lane else 1 for i in range(4)]
+
+    # The killed lane's batches: the first acknowledged by try 1, the others by try 2.
+    rows = [r for r in ledger(source_db) if r["lane"] == lane]
+    assert [(r["status"], r["attempts"]) for r in rows] == [
+        ("acked", 1),
+        ("acked", 2),
+        ("acked", 2),
     ]
-    # The killed POST was still stored by the receiver once its 4 s were up; with its retry,
-    # the same body under the same key, that makes one duplicate.
     wait_for(
         lambda: inspect(receiver.url, "stats")["duplicates"] == 1,
         timeout_s=15,
-        what="the killed task's request and its retry to be served (one as a duplicate)",
+        what="the killed POST and its resend to be served (one as a duplicate)",
     )
-    assert inspect(receiver.url, "stats")["batches"] == 3
+    served = {b["idempotency_key"]: b["duplicates"] for b in inspect(receiver.url, "batches")}
+    assert [served[r["idempotency_key"]] for r in rows] == [0, 1, 0]
+    assert inspect(receiver.url, "stats")["batches"] == 12
     reconcile(source_db, receiver.url, [interval(H)])
+
+
+def _acked(dsn: str) -> int:
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM services_sync.delivery_ledger WHERE status = 'acked'"
+            ).fetchone()
+    except psycopg.Error:
+        return 0
+    return int(row[0])
