@@ -50,7 +50,6 @@ def build_bodies(dsn: str, interval: Interval, batch_size: int) -> list[tuple[st
                 "window_end": interval.end,
                 "batch_size": batch_size,
                 "max_batch_bytes": 1024 * 1024,
-                "max_batches": 1024,
             },
         ).fetchall()
         if not plan:

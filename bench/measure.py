@@ -304,7 +304,6 @@ def source_cost(dsn: str, interval_start: datetime, repeats: int) -> dict[str, A
         "window_end": interval.end,
         "batch_size": 1000,
         "max_batch_bytes": 1024 * 1024,
-        "max_batches": 1024,
     }
     fetch_params = {
         "window_start": interval.start,
@@ -327,10 +326,11 @@ def source_cost(dsn: str, interval_start: datetime, repeats: int) -> dict[str, A
             plan = conn.execute(load_sql("plan_batches.sql"), plan_params).fetchall()
             conn.commit()
             planned = time.perf_counter()
-            fetched = 0
-            for row in plan:
-                rows, _snapshot = source.read_batch(conn, interval, BatchBounds.from_plan_row(row))
-                fetched += len(rows)
+            bounds = [BatchBounds.from_plan_row(row) for row in plan]
+            fetched = sum(
+                len(rows)
+                for _b, rows, _snapshot in source.read_planned_batches(conn, interval, bounds)
+            )
             runs.append((planned - started, time.perf_counter() - planned, fetched))
         explains = {
             "plan_batches.sql": _explain(conn, load_sql("plan_batches.sql"), plan_params),

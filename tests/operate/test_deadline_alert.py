@@ -14,6 +14,7 @@ import time
 import uuid
 
 import pendulum
+import psycopg
 import pytest
 
 from tests.operate.airflow_stack import (
@@ -85,8 +86,30 @@ def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, i
         assert "manual__" in body
         assert "Deadline" in body
         assert time.monotonic() - started >= 15, "the alert must wait for the deadline"
+        end_stuck_run(airflow)
     finally:
         killed = airflow.stop()
         left = airflow.processes()
         assert not left, f"processes left running: {left}"
         assert not killed, f"needed SIGKILL: {killed}"
+
+
+def end_stuck_run(airflow: AirflowStack) -> None:
+    """Mark the poking gate failed, as an operator would, and wait for its process to end.
+
+    The gate pokes (it holds its worker while it waits); the stack's clean shutdown is checked
+    after, so the task must be gone first: its supervisor stops it at the next heartbeat.
+    """
+    with psycopg.connect(airflow.meta_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE task_instance SET state = 'failed' WHERE dag_id = %s AND state = 'running'",
+            (DAG_ID,),
+        )
+    wait_until(
+        lambda: not [
+            p for p in airflow.processes() if p.cmdline.startswith("airflow worker -- 0")
+        ],
+        timeout=60,
+        what="the gate's task process to stop",
+        diagnostics=airflow.diagnostics,
+    )
