@@ -30,6 +30,7 @@ from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 from services_sync import status
+from services_sync.deadlines import RunQueuedAt
 
 
 def _icon(color: str) -> str:
@@ -64,9 +65,14 @@ def build_app() -> Any:
 
 
 class ServicesSyncStatusPlugin(AirflowPlugin):
-    """Adds "Sync status" to the Airflow UI nav: the delivery ledger, hour by hour."""
+    """Adds "Sync status" to the Airflow UI nav: the delivery ledger, hour by hour.
+
+    Also registers the stuck-run alert's deadline reference (:mod:`services_sync.deadlines`),
+    which the scheduler looks up among the plugins' ``deadline_references``.
+    """
 
     name = "services_sync_status"
+    deadline_references = [RunQueuedAt]  # noqa: RUF012 - the plugin interface
     external_views = [  # noqa: RUF012 - the plugin interface is a class attribute
         {
             "name": "Sync status",

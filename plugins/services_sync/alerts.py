@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk import BaseNotifier
-from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from services_sync.config import Settings, load_settings
 
@@ -144,13 +144,24 @@ def send_alert(alert: Alert, settings: Settings | None = None) -> list[str]:
     return sent
 
 
+class AlreadyAlerted(AirflowFailException):
+    """A task fails because an earlier task of the run failed, which already sent the alert.
+
+    The run must fail (a green run that delivered nothing would hide the failure), but a second
+    alert for the same cause is noise: :class:`SyncFailureNotifier` stays quiet for it.
+    """
+
+
 class SyncFailureNotifier(BaseNotifier):
     """``on_failure_callback`` of every task: alert through every configured channel."""
 
     template_fields = ()
 
     def notify(self, context: Any) -> None:
-        """Send the task-failure alert."""
+        """Send the task-failure alert (not for :class:`AlreadyAlerted`)."""
+        if isinstance(context.get("exception"), AlreadyAlerted):
+            log.info("No alert: %s", context["exception"])
+            return
         send_alert(task_failure_alert(context))
 
 

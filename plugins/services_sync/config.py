@@ -162,6 +162,8 @@ class Settings:
     alert_email_to: tuple[str, ...]
     alert_email_from: str | None
     run_deadline: timedelta | None
+    max_delivery_lag: timedelta
+    watchdog_repeat: timedelta
     http_timeout: float
     post_retries: int
     post_retry_delay: timedelta
@@ -229,6 +231,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         alert_email_from=_get(env, "SERVICES_SYNC_ALERT_EMAIL_FROM", "") or None,
         run_deadline=_deadline(env),
+        max_delivery_lag=timedelta(
+            minutes=_float(env, "SERVICES_SYNC_MAX_DELIVERY_LAG_MIN", 180.0, minimum=1.0)
+        ),
+        watchdog_repeat=timedelta(
+            minutes=_float(env, "SERVICES_SYNC_WATCHDOG_REPEAT_MIN", 60.0, minimum=0.0)
+        ),
         gate_poke_interval=timedelta(
             seconds=_float(env, "SERVICES_SYNC_GATE_POKE_S", 30.0, minimum=0.1)
         ),

@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, Param
 
 from services_sync.alerts import SyncFailureNotifier
 from services_sync.config import Settings
+from services_sync.deadlines import RunQueuedAt
 
 #: The owner shown in the UI and in every alert.
 OWNER = "data-platform"
@@ -37,7 +38,9 @@ def stuck_run_deadline(settings: Settings) -> DeadlineAlert | None:
     if not settings.run_deadline:
         return None
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        # DeadlineReference.DAGRUN_QUEUED_AT, but a run that has one cannot be cleared in
+        # Airflow 3.3 (apache/airflow#70368): see services_sync.deadlines.
+        reference=RunQueuedAt(),
         interval=settings.run_deadline,
         callback=AsyncCallback("services_sync.alerts.deadline_missed"),
     )

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
 from services_sync.db import state_sql
@@ -187,8 +188,17 @@ def finish_build(
 
 
 def run_was_built(conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: str) -> bool:
-    """Whether this run's build task finished (its summary row exists)."""
+    """Whether this run's build task finished (its summary row exists).
+
+    False too when the state tables do not exist yet (the run failed before creating them).
+    """
     with conn.cursor() as cur:
+        cur.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            (pgsql.Identifier(schema, "delivery_runs").as_string(conn),),
+        )
+        if not cur.fetchone()[0]:
+            return False
         cur.execute(state_sql("run_built.sql", schema), {"dag_id": dag_id, "run_id": run_id})
         row = cur.fetchone()
     return row is not None and row[0] is not None

@@ -1,10 +1,11 @@
 """``record_delivery``, the task after the delivery lanes in both DAGs.
 
-It runs whatever the lanes did (``trigger_rule="all_done"``) and reads only the ledger, where
-each lane checkpointed its acknowledgments as they arrived; nothing it records comes from a
-task's XCom. If a batch is not acknowledged it fails, once for the whole run, naming the
-batches: the lanes send no alert of their own, so an outage is one alert per run, not one per
-batch.
+It runs whatever the tasks before it did (``trigger_rule="all_done"``) and reads only the
+ledger, where each lane checkpointed its acknowledgments as they arrived; nothing it records
+comes from a task's XCom. If a batch is not acknowledged it fails, once for the whole run,
+naming the batches: the lanes send no alert of their own, so an outage is one alert per run,
+not one per batch. If an earlier task failed before anything was built, it fails quietly (that
+task alerted), so the run still ends failed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from services_sync import alerts
 from services_sync.config import Settings, load_settings
@@ -46,8 +47,9 @@ def record_delivery(
     schema = settings.state_schema
     with connect(settings.state_conn_id) as conn:
         if not outbox.run_was_built(conn, schema, dag_id=dag_id, run_id=run_id):
-            raise AirflowSkipException(
-                "this run built no batches: an earlier task failed (and alerted), nothing to record"
+            # The run must end failed, not green; the task that failed has alerted already.
+            raise alerts.AlreadyAlerted(
+                "this run built no batches: an earlier task failed (its alert says why)"
             )
         batches = (
             outbox.window_batches(conn, schema, window_id=window_id)

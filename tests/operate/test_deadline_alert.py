@@ -106,9 +106,7 @@ def end_stuck_run(airflow: AirflowStack) -> None:
             (DAG_ID,),
         )
     wait_until(
-        lambda: not [
-            p for p in airflow.processes() if p.cmdline.startswith("airflow worker -- 0")
-        ],
+        lambda: not [p for p in airflow.processes() if p.cmdline.startswith("airflow worker -- 0")],
         timeout=60,
         what="the gate's task process to stop",
         diagnostics=airflow.diagnostics,
