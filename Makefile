@@ -9,9 +9,11 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 COMPOSE_BIN := $(VENV)/tools/docker-compose
 PYTEST_ARGS ?=
+ARGS ?= --help
+AIRFLOW_STACK ?= .airflow
 BENCH_ARGS ?=
 
-.PHONY: help install os-packages demo demo-cdc cdc-setup airflow test lint fmt receiver airflow-parse lock bench bench-smoke clean
+.PHONY: help install os-packages demo demo-cdc cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +48,10 @@ cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLO
 
 airflow: $(STAMP) ## The Airflow UI (airflow standalone) on this DAG with data to sync; admin / admin
 	$(BIN)/python -m devkit.airflow_ui
+
+airflow-cli: ## The Airflow CLI against the running `make airflow` stack: make airflow-cli ARGS='dags list'
+	@test -f $(AIRFLOW_STACK)/airflow.env || { echo "start the stack first: make airflow"; exit 1; }
+	@set -a && . $(AIRFLOW_STACK)/airflow.env && set +a && $(BIN)/python -m airflow $(ARGS)
 
 os-packages: ## Install the OS packages the tests need (Chromium; apt-get, as root or via sudo)
 	devkit/ensure-os-packages

@@ -17,12 +17,15 @@ Run it with ``make airflow`` or ``python -m devkit.airflow_ui [--port N] [--hour
 4. starts the reference receiver (:class:`devkit.receiver.ReceiverServer`) on
    ``127.0.0.1:8000``, or a free port if 8000 is taken;
 5. runs ``airflow standalone`` (scheduler, dag-processor, triggerer, api-server, LocalExecutor)
-   with the DAG's start date ``N`` hours ago on the hour, so the scheduler catches up ``N``
-   runs at once, and the DAG unpaused (``[core] dags_are_paused_at_creation = False``). Its
-   output goes to ``.airflow/standalone.log``;
-6. prints the URL (``http://localhost:8080``, or a free port if 8080 is taken), the login
-   (``admin`` / ``admin``) and then one line per DAG run state change;
-7. on Ctrl-C (or SIGTERM) stops ``airflow standalone`` (SIGINT to its process group, then
+   with the DAG's start date ``N`` hours ago on the hour; once the DAGs are parsed it unpauses
+   the query-mode DAG only (the CDC DAG stays paused: both on would send every change twice,
+   under different keys), so the scheduler catches up ``N`` runs at once. Its output goes to
+   ``.airflow/standalone.log``;
+6. writes ``.airflow/airflow.env``, the environment of the stack as shell exports, so the
+   Airflow CLI reaches this stack (``make airflow-cli ARGS='dags list-runs ...'``);
+7. prints the URL (``http://localhost:8080``, or a free port if 8080 is taken), the login
+   (``admin`` / ``admin``), the CLI command and then one line per DAG run state change;
+8. on Ctrl-C (or SIGTERM) stops ``airflow standalone`` (SIGINT to its process group, then
    SIGTERM, then SIGKILL), the receiver and PostgreSQL, and deletes the cluster's data; the
    logs stay in ``.airflow/``.
 
@@ -181,7 +184,8 @@ def airflow_environment(
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # Paused until told otherwise; main() unpauses the query-mode DAG only.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg"
             + metadata_url[len("postgresql") :],
@@ -571,12 +575,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 1
             time.sleep(1)
+        unpause_query_mode(env)
+        env_file = write_cli_env(home, env)
         print(f"ready ({time.monotonic() - started:.0f} s)")
         print()
         print(f"  Airflow UI   http://localhost:{api_port}")
         print(f"  login        {USERNAME} / {PASSWORD}")
-        print(f"  DAG          http://localhost:{api_port}/dags/{DAG_ID}")
+        print(f"  DAG          http://localhost:{api_port}/dags/{DAG_ID} (CDC DAG paused)")
         print(f"  receiver     {stack.receiver.url}/inspect/stats")
+        print(f"  CLI          make airflow-cli ARGS='dags list-runs {DAG_ID}'")
+        print(f"               (or: set -a; source {show_path(env_file)}; set +a; airflow ...)")
         print("  stop         Ctrl-C (stops Airflow, the receiver and PostgreSQL)")
         print()
         follow_runs(stack)
@@ -598,6 +606,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stopped; logs in {show_path(stack.home)}/")
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return status
+
+
+#: The environment variables a CLI needs to reach the stack (everything else is inherited).
+_CLI_ENV_PREFIXES = ("AIRFLOW_HOME", "AIRFLOW__", "AIRFLOW_CONN_", "SERVICES_SYNC_")
+
+
+def write_cli_env(home: Path, env: dict[str, str]) -> Path:
+    """``home/airflow.env``: the stack's settings as shell exports, for the Airflow CLI.
+
+    Without them ``airflow ...`` would read ``~/airflow`` (an empty SQLite database), not this
+    stack. ``make airflow-cli ARGS='...'`` sources it.
+    """
+    import shlex
+
+    lines = [
+        f"export {name}={shlex.quote(value)}"
+        for name, value in sorted(env.items())
+        if name.startswith(_CLI_ENV_PREFIXES)
+    ]
+    path = home / "airflow.env"
+    path.write_text("# The `make airflow` stack, for the Airflow CLI (written on start).\n")
+    with path.open("a") as out:
+        out.write("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def unpause_query_mode(env: dict[str, str], timeout_s: float = 120) -> None:
+    """Unpause the query-mode DAG once the dag-processor has registered it (CDC stays paused)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "dags", "unpause", DAG_ID],
+            env=env,
+            cwd=env["AIRFLOW_HOME"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise SetupError(f"could not unpause {DAG_ID}: {result.stderr.strip()[-500:]}")
+        time.sleep(2)
 
 
 def follow_runs(stack: Stack) -> None:

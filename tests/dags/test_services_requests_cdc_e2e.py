@@ -367,3 +367,22 @@ def test_slot_lag_alert_fires_above_the_threshold(
     monkeypatch.setenv("SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB", "1024")
     assert run(dag).state == "success"
     assert slack_webhook == []
+
+
+def test_a_run_triggered_without_a_logical_date_takes_the_initial_snapshot(
+    dag, airflow_db, source_db, receiver, cdc
+):
+    """Regression: the initial-snapshot recipe (`airflow dags trigger services_requests_cdc
+    --conf '{"initial_snapshot": true}'`, no logical date, so no data interval) staged the
+    whole table and then failed: the build required an hourly interval."""
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("EXISTING", 5))
+    run = dag.test(logical_date=None, run_conf={"batch_size": 1000, "initial_snapshot": True})
+    assert run.data_interval_start is None
+    assert run.state == "success"
+    assert receiver_state(receiver) == source_state(source_db)
+    assert inspect(receiver, "stats")["records"] == 5
+    with psycopg.connect(source_db) as conn:
+        assert conn.execute(
+            "SELECT count(*), count(interval_start) FROM services_sync.delivery_ledger"
+        ).fetchone() == (len(ledger_keys(source_db)), 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import os
 import re
 import signal
@@ -142,6 +143,11 @@ def test_make_airflow_serves_the_dag_logs_in_and_stops_cleanly_on_ctrl_c(ui):
     assert dag.status_code == 200, dag.text
     details = dag.json()
     assert details["is_paused"] is False
+    # One mode per table: the CDC DAG stays paused (both on would send every change twice).
+    cdc = api.get(f"{ui.url}/api/v2/dags/services_requests_cdc/details", timeout=30).json()
+    assert cdc["is_paused"] is True
+    watchdog = api.get(f"{ui.url}/api/v2/dags/services_sync_watchdog/details", timeout=30)
+    assert watchdog.json()["is_paused"] is False
     assert details["doc_md"] == ast.get_docstring(ast.parse(DAG_FILE.read_text())), "doc_md"
     assert set(details["params"]) == {"batch_size", "max_batch_bytes"}
     for name, param in details["params"].items():
@@ -163,6 +169,17 @@ def test_make_airflow_serves_the_dag_logs_in_and_stops_cleanly_on_ctrl_c(ui):
         interval=2,
         diagnostics=ui.diagnostics,
     )
+    # The CLI command it prints reaches this stack (not an empty SQLite in ~/airflow).
+    assert f"make airflow-cli ARGS='dags list-runs {DAG_ID}'" in ui.output()
+    cli = subprocess.run(
+        ["make", "--no-print-directory", "airflow-cli", f"AIRFLOW_STACK={ui.home}",
+         f"ARGS=dags list-runs {DAG_ID} -o json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    runs = json.loads(next(x for x in cli.stdout.splitlines() if x.startswith("[")))
+    assert any(r["state"] == "success" for r in runs), runs
+
     receiver = re.search(r"^receiver\s+(http://\S+)", ui.output(), re.MULTILINE)
     assert receiver, ui.output()
     stats = requests.get(f"{receiver.group(1)}/inspect/stats", timeout=30).json()

@@ -60,11 +60,21 @@ def test_receiver_down_connection_refused_then_back_up(dag, source_db, own_recei
     reconcile(source_db, own_receiver.url, [interval(H)])
 
 
-def test_503_storm_across_batches(dag, source_db, receiver):
+def test_503_storm_across_batches(dag, source_db, receiver, capsys):
     insert(source_db, rows_for(H, 60, "STORM"))
     add_faults(receiver.url, {"status": 503, "retry_after": "0", "times": 6})
 
     run = run_interval(dag, H, batch_size=15)
+
+    # An expected transient failure is two log lines, not a traceback: what failed, and when
+    # the next try comes (regression: each 503 printed a full traceback).
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    exited = [line for line in out.splitlines() if "Task exited" in line]
+    assert len(exited) == 6
+    assert all("HTTP 503 (transient, Retry-After 0s): injected fault" in line for line in exited)
+    decisions = [line for line in out.splitlines() if "Retry policy decision" in line]
+    assert len(decisions) == 6 and all("next try in" in line for line in decisions)
 
     assert run.state == "success"
     assert inspect(receiver.url, "stats")["faults_served"] == 6
