@@ -97,12 +97,18 @@ class IntervalStatus:
     duplicates_avoided: int = 0
     batches: int = 0
     batches_acked: int = 0
+    drained_batches: int = 0
+    lanes: tuple[tuple[int, int, int], ...] = ()  # (lane, batches, acknowledged)
     last_acked_at: datetime | None = None
     last_error: str | None = None
 
     @property
     def lag(self) -> timedelta | None:
-        """Delivery lag: the last batch's acknowledgment time minus the interval end."""
+        """Delivery lag of the latest run: its last acknowledgment minus the interval end.
+
+        A rerun (clear, backfill) is the latest run, so an hour resent a day later shows a
+        day's lag: the lag of what the receiver last got, not of the first delivery.
+        """
         if self.last_acked_at is None:
             return None
         return self.last_acked_at - self.interval_end
@@ -156,11 +162,21 @@ def _from_ledger(row: Mapping[str, Any], run: RunInfo | None) -> IntervalStatus:
         )
     if miscounted:
         problems.append(f"acknowledged count differs from rows sent ({_batch_list(miscounted)})")
-    complete = bool(row["recorded"]) and not unacked and not miscounted
+    # A run that failed past its retry budget whose batches a later run's lanes then sent
+    # (they drain the outbox first): the hour is delivered, by another run.
+    drained = int(row.get("drained_batches") or 0)
+    drained_whole = (
+        drained > 0
+        and int(row["batches_acked"]) == int(row["batches"])
+        and not (unacked or miscounted)
+    )
+    complete = (bool(row["recorded"]) or drained_whole) and not unacked and not miscounted
     state = run.state if run else None
-    if run and run.failed_tasks:
+    if drained_whole:
+        problems.append(f"{drained} batch(es) delivered by a later run after this one failed")
+    elif run and run.failed_tasks:
         problems.append("failed task: " + ", ".join(run.failed_tasks))
-    if state == "failed":
+    if state == "failed" and not drained_whole:
         status = FAILED
     elif state in {"queued", "running"} and not complete:
         status = IN_PROGRESS
@@ -184,6 +200,10 @@ def _from_ledger(row: Mapping[str, Any], run: RunInfo | None) -> IntervalStatus:
         duplicates_avoided=int(row["duplicate_batches"]),
         batches=int(row["batches"]),
         batches_acked=int(row["batches_acked"]),
+        drained_batches=drained,
+        lanes=tuple(
+            (int(x["lane"]), int(x["batches"]), int(x["acked"])) for x in row.get("lanes") or ()
+        ),
         last_acked_at=_utc(row["last_acked_at"]),
         last_error="; ".join(problems) if problems and status != IN_PROGRESS else None,
     )
@@ -300,6 +320,8 @@ def interval_json(item: IntervalStatus) -> dict[str, Any]:
         "duplicates_avoided": item.duplicates_avoided,
         "batches": item.batches,
         "batches_acked": item.batches_acked,
+        "drained_batches": item.drained_batches,
+        "lanes": [{"lane": lane, "batches": n, "acked": k} for lane, n, k in item.lanes],
         "last_acked_at": _iso(item.last_acked_at),
         "delivery_lag_s": _seconds(item.lag),
         "last_error": item.last_error,
@@ -503,6 +525,9 @@ def _num(value: int, *, warn: bool = False) -> str:
 
 def _row(item: IntervalStatus) -> str:
     batches = f"{item.batches_acked}/{item.batches}" if item.batches else "-"
+    if len(item.lanes) > 1:
+        per_lane = ", ".join(f"lane {lane}: {k}/{n}" for lane, n, k in item.lanes)
+        batches = f'<span title="{_e(per_lane)}">{batches}</span>'
     run = "-"
     if item.run_id:
         # Break a long run id after its type (scheduled__, backfill__, manual__).
@@ -532,7 +557,12 @@ def _cards(report: StatusReport) -> str:
     cards = [
         ("delivered", _n(sums["rows_delivered"]), "rows delivered", ""),
         ("quarantined", _n(sums["rows_quarantined"]), "rows quarantined", ""),
-        ("duplicates", _n(sums["duplicates_avoided"]), "duplicate batches avoided", ""),
+        (
+            "duplicates",
+            _n(sums["duplicates_avoided"]),
+            "batches the receiver already had (latest runs)",
+            "",
+        ),
         (
             "attention",
             _n(sums["needs_attention"]),
@@ -609,9 +639,12 @@ def render_page(report: StatusReport) -> str:
             '<div class="scroll"><table id="intervals"><thead><tr><th>Interval (UTC)</th>'
             "<th>Status</th>"
             '<th class="num">Extracted</th><th class="num">Delivered</th>'
-            '<th class="num">Quarantined</th><th class="num" title="Batches the receiver '
-            'already had (same Idempotency-Key)">Duplicates avoided</th>'
-            '<th class="num" title="Last acknowledgment minus interval end">Lag</th>'
+            '<th class="num">Quarantined</th><th class="num" title="Batches of the latest run '
+            "the receiver already had (same Idempotency-Key). The receiver's own duplicate count "
+            'also counts resends within a try and earlier runs, so it is at least this">'
+            "Already there</th>"
+            '<th class="num" title="Last acknowledgment of the latest run minus the interval end '
+            '(a rerun shows its own, later lag)">Lag</th>'
             '<th class="num">Batches acked</th><th class="num">Runs</th><th>Latest run</th>'
             "<th>Last error</th></tr></thead><tbody>"
             + "".join(_row(i) for i in report.intervals)

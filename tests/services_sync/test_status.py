@@ -38,6 +38,8 @@ def row(start: datetime, **values):
         "rows_superseded": 0,
         "last_acked_at": start + HOUR + timedelta(minutes=2, seconds=30),
         "max_attempts": 1,
+        "drained_batches": 0,
+        "lanes": [{"lane": 1, "batches": 1, "acked": 1}, {"lane": 2, "batches": 1, "acked": 1}],
     }
     return {**base, **values}
 
@@ -249,6 +251,8 @@ def test_report_json_is_plain_json():
         "duplicates_avoided": 0,
         "batches": 2,
         "batches_acked": 2,
+        "drained_batches": 0,
+        "lanes": [{"lane": 1, "batches": 1, "acked": 1}, {"lane": 2, "batches": 1, "acked": 1}],
         "last_acked_at": "2025-05-14T12:02:30+00:00",
         "delivery_lag_s": 150.0,
         "last_error": None,
@@ -506,3 +510,27 @@ def test_browsers_get_an_html_message_for_other_errors():
     assert "403: Forbidden" in page.text
     assert "permission to read the runs of DAG services_requests_sync" in page.text
     assert client.get("/api/intervals").json() == {"detail": "Forbidden"}
+
+
+def test_an_hour_whose_run_failed_but_a_later_run_drained_is_delivered():
+    """After an outage past the retry budget, the next run's lanes send the failed hour's
+    batches from the outbox: the hour is delivered, and the view says by whom."""
+    drained = row(H, recorded=False, finished_at=None, drained_batches=2)
+    runs = {
+        drained["run_id"]: RunInfo(
+            drained["run_id"], "failed", failed_tasks=("record_delivery (try 1)",)
+        )
+    }
+    (item,) = status.build_intervals([drained], runs)
+    assert item.status == status.DELIVERED
+    assert item.last_error == "2 batch(es) delivered by a later run after this one failed"
+    # Not all of them yet: still the failed run.
+    partly = row(H, recorded=False, finished_at=None, batches=3, batches_acked=2,
+                 unacked_batches=[3], drained_batches=2)  # fmt: skip
+    (item,) = status.build_intervals([partly], runs)
+    assert item.status == status.FAILED
+
+
+def test_per_lane_progress_is_in_the_row():
+    page = status.render_page(report(status.build_intervals([row(H)])))
+    assert 'title="lane 1: 1/1, lane 2: 1/1">2/2</span>' in page
