@@ -65,6 +65,23 @@ def python_env() -> dict[str, str]:
     return {**clean_env(), "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT}"}
 
 
+def api_connection(port: int, *, gzip: bool = False) -> str:
+    """``AIRFLOW_CONN_SERVICES_API`` for a receiver on 127.0.0.1:``port``.
+
+    ``gzip``: the connection extra ``{"Content-Encoding": "gzip"}``, with which the delivery
+    lanes send the outbox's stored gzip bytes as they are (``Content-Encoding: gzip``).
+    """
+    conn: dict[str, object] = {
+        "conn_type": "http",
+        "host": "127.0.0.1",
+        "port": port,
+        "schema": "http",
+    }
+    if gzip:
+        conn["extra"] = {"Content-Encoding": "gzip"}
+    return json.dumps(conn)
+
+
 def airflow_env(
     home: Path,
     dags_folder: Path,
@@ -73,12 +90,15 @@ def airflow_env(
     api_port: int,
     start_date: str,
     plugins_folder: Path = ROOT / "plugins",
+    gzip: bool = False,
 ) -> dict[str, str]:
     """A clean ``AIRFLOW_HOME`` (SQLite metadata), one DAGs folder, the two connections.
 
     The DAG's own settings are the benchmark's: the start date before every benchmark hour, no
-    DeadlineAlert (``dag.test()`` in Airflow 3.3.2 crashes on one), no clock-skew wait (the
-    hours are long past) and a 1 s gate poke. Everything else is the DAG's default.
+    clock-skew wait (the hours are long past) and a 1 s gate poke. Everything else (lanes,
+    batch size, the stuck-run DeadlineAlert, which ``dags test`` tolerates through
+    ``services_sync.dag_defaults.allow_dag_test``) is the DAG's default. ``gzip``: see
+    :func:`api_connection`.
     """
     runtime = home / "run"
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -93,9 +113,7 @@ def airflow_env(
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "XDG_RUNTIME_DIR": str(runtime),
         "AIRFLOW_CONN_SERVICES_SOURCE_DB": source_dsn,
-        "AIRFLOW_CONN_SERVICES_API": json.dumps(
-            {"conn_type": "http", "host": "127.0.0.1", "port": api_port, "schema": "http"}
-        ),
+        "AIRFLOW_CONN_SERVICES_API": api_connection(api_port, gzip=gzip),
         "SERVICES_SYNC_START_DATE": start_date,
         "SERVICES_SYNC_CLOCK_SKEW_S": "0",
         "SERVICES_SYNC_GATE_POKE_S": "1",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 
 from bench.env import PYTHON, ROOT, Receiver, python_env
 from bench.procmon import MIB, ProcStats, run_measured
@@ -96,6 +97,64 @@ def dag_run_facts(db: Path, dag_id: str) -> dict[str, Any]:
     }
 
 
+def xcom_sqlite(db: Path, dag_id: str, run_id: str | None) -> dict[str, int]:
+    """Rows and bytes (JSON text) of the XComs a run stored in a SQLite metadata DB."""
+    if run_id is None:
+        return {"rows": 0, "bytes": 0}
+    with sqlite3.connect(db) as con:
+        n, size = con.execute(
+            "SELECT count(*), coalesce(sum(length(CAST(value AS BLOB))), 0) FROM xcom"
+            " WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        ).fetchone()
+    return {"rows": int(n), "bytes": int(size)}
+
+
+def outbox_footprint(dsn: str, schema: str, dag_id: str, run_id: str | None) -> dict[str, Any]:
+    """What a run left in the delivery buffer: outbox bodies (gzip) and their JSON size.
+
+    ``outbox_bytes``: ``sum(octet_length(body))`` of the run's rows in ``<schema>.outbox``;
+    ``json_bytes``: ``sum(body_bytes)`` of its ledger rows (the uncompressed JSON bodies);
+    ``stored_bytes``: ``sum(stored_bytes)`` of the ledger (the gzip size as written, also
+    after the retention deleted a body). Empty when the state tables do not exist.
+    """
+    if run_id is None:
+        return {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"{schema}.outbox",)).fetchone()[0] is None:
+            return {}
+        bodies, outbox_bytes = conn.execute(
+            pgsql.SQL(
+                "SELECT count(*), coalesce(sum(octet_length(body)), 0) FROM {}.outbox"
+                " WHERE dag_id = %s AND run_id = %s"
+            ).format(pgsql.Identifier(schema)),
+            (dag_id, run_id),
+        ).fetchone()
+        batches, json_bytes, stored, sent, lanes = conn.execute(
+            pgsql.SQL(
+                "SELECT count(*), coalesce(sum(body_bytes), 0), coalesce(sum(stored_bytes), 0),"
+                " coalesce(sum(rows_sent), 0), count(DISTINCT lane) FROM {}.delivery_ledger"
+                " WHERE dag_id = %s AND run_id = %s"
+            ).format(pgsql.Identifier(schema)),
+            (dag_id, run_id),
+        ).fetchone()
+    return {
+        "schema": schema,
+        "batches": int(batches),
+        "bodies": int(bodies),
+        "outbox_bytes": int(outbox_bytes),
+        "json_bytes": int(json_bytes),
+        "stored_bytes": int(stored),
+        "rows_sent": int(sent),
+        "lanes_used": int(lanes),
+    }
+
+
+def state_schema(env: dict[str, str]) -> str:
+    """The DAG's state schema in an environment (``SERVICES_SYNC_STATE_SCHEMA``)."""
+    return env.get("SERVICES_SYNC_STATE_SCHEMA", "services_sync")
+
+
 def run_dag(
     *,
     env: dict[str, str],
@@ -108,8 +167,13 @@ def run_dag(
     timeout: float,
     profile_path: Path | None = None,
     conf: dict[str, Any] | None = None,
+    state_dsn: str | None = None,
 ) -> dict[str, Any]:
-    """``airflow dags test <dag_id> <interval end>`` in a subprocess, measured."""
+    """``airflow dags test <dag_id> <interval end>`` in a subprocess, measured.
+
+    Besides time and memory: the run's task instances and XCom bytes (metadata DB) and, with
+    ``state_dsn``, what it left in the outbox (:func:`outbox_footprint`).
+    """
     logical_date = (interval_start + HOUR).isoformat()
     argv = [PYTHON, "-m", "airflow", "dags", "test", dag_id, logical_date]
     if conf:
@@ -122,6 +186,9 @@ def run_dag(
     load = _load()
     stats = run_measured(argv, env=env, cwd=ROOT, log_path=log_path, timeout=timeout)
     facts = dag_run_facts(home / "airflow.db", dag_id)
+    facts["xcom"] = xcom_sqlite(home / "airflow.db", dag_id, facts["run_id"])
+    if state_dsn is not None:
+        facts["outbox"] = outbox_footprint(state_dsn, state_schema(env), dag_id, facts["run_id"])
     received = receiver.stats()
     ok = stats.ok and facts["state"] == "success" and received["records"] == rows
     detail = ""

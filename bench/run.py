@@ -11,17 +11,25 @@ rows in one hourly interval), smallest first:
 1. **floor**: ``COPY (interval query) TO STDOUT`` into a null sink + the DAG's exact body bytes
    POSTed by a tight client (``bench/floor.py``);
 2. **DAG**: ``airflow dags test services_requests_sync <interval end>``: wall time, peak RSS of
-   the largest process (tasks run inside that process under ``dags test``), task instances;
-3. **peer (a)**: ``bench/peer_script.py``, one ``requests.post(json=…)`` for the whole hour,
+   the largest process (tasks run inside that process under ``dags test``), task instances,
+   XCom bytes (metadata DB) and outbox bytes (``services_sync.outbox``, stored gzip, and the
+   JSON size from ``services_sync.delivery_ledger``); then each task alone (``tasks test``);
+3. **DAG, gzip** (``--gzip-sizes``, 100k): the same with the connection extra
+   ``{"Content-Encoding": "gzip"}``, in its own metadata DB and state schema;
+4. **peer (a)**: ``bench/peer_script.py``, one ``requests.post(json=…)`` for the whole hour,
    against the real receiver and (labelled) against the raised-limit one;
-4. **peer (b)**: ``bench/naive_dag`` (``SQLExecuteQueryOperator`` → XCom → one ``HttpOperator``)
+5. **peer (b)**: ``bench/naive_dag`` (``SQLExecuteQueryOperator`` → XCom → one ``HttpOperator``)
    with ``airflow dags test``, against both receivers likewise.
 
-Then the source cost (extraction time and ``EXPLAIN (ANALYZE, BUFFERS)`` for 1k changed rows
-in tables of each ``--source-cost-rows`` size) and parse times (``airflow dags report``). The
-report goes to ``bench/results.md`` (``--out``) with the raw numbers in ``results.json`` next to
-it. Benchmarks report; they assert nothing (the exit status is 0 unless the harness itself
-broke).
+Then the **production path** (``bench/scheduler.py``): a scheduler + dag-processor +
+api-server (LocalExecutor, PostgreSQL metadata DB) runs the DAG for one real past hour per
+``--scheduler-sizes`` (1k, 100k) through ``airflow backfill create``; then the same stack with
+``SERVICES_SYNC_LANES=1`` at ``--lanes-size`` (100k), against the default lanes. Then the source
+cost (extraction time and ``EXPLAIN (ANALYZE, BUFFERS)`` for 1k changed rows in tables of each
+``--source-cost-rows`` size) and parse times (``airflow dags report``). The report goes to
+``bench/results.md`` (``--out``) with the raw numbers in ``results.json`` next to it; it shows
+the figures of the old DAG shape (``bench/baseline/``) next to the new ones. Benchmarks report;
+they assert nothing (the exit status is 0 unless the harness itself broke).
 """
 
 from __future__ import annotations
@@ -54,21 +62,27 @@ from bench.env import (
 )
 from bench.seed import seed_intervals, seed_source_cost
 
-#: Benchmark hours: size i uses FIRST_HOUR + i hours; an empty hour precedes them (warm-up).
+#: ``dags test`` hours: size i uses FIRST_HOUR + i hours; an empty hour precedes them (warm-up).
 START_DATE = datetime(2026, 6, 1, 0, tzinfo=UTC)
 WARMUP_HOUR = datetime(2026, 6, 1, 0, tzinfo=UTC)
 FIRST_HOUR = datetime(2026, 6, 1, 1, tzinfo=UTC)
 SOURCE_COST_HOUR = datetime(2026, 6, 2, 12, tzinfo=UTC)
 SOURCE_COST_CHANGED = 1000
 
+#: State schemas: each variant that runs an interval again gets its own ledger, plans and
+#: outbox, so it is that interval's first run (no plan reuse, nothing to drain or supersede).
+SCHEMA = "services_sync"
+SCHEMAS = {
+    "dag_gzip": "services_sync_gzip",
+    "profile": "services_sync_profile",
+    "dag_sched": "services_sync_sched",
+    "dag_sched_lanes1": "services_sync_lanes1",
+}
+
 #: Bytecode cache of the child processes (see bench.env.set_bytecode_cache); kept across runs
 #: and shared by every --workdir.
 PYCACHE = BENCH / ".work" / "pycache"
 _MARKER = ".bench-workdir"
-
-#: The tuning experiment (an "after" that needs no code change): 10x larger batches, within
-#: the receiver's 10,000-record cap, so each task instance's fixed cost covers 10x the rows.
-TUNED_CONF = {"batch_size": 10_000, "max_batch_bytes": 4 * 1024 * 1024}
 
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000)
 DEFAULT_SOURCE_COST = (100_000, 10_000_000)
@@ -76,6 +90,24 @@ QUICK_SIZES = (1_000, 100_000)
 QUICK_SOURCE_COST = (100_000, 1_000_000)
 SMOKE_SIZES = (1_000,)
 SMOKE_SOURCE_COST = (20_000, 100_000)
+#: The production path (scheduler + LocalExecutor) runs these of --sizes by default.
+SCHEDULER_MAX_ROWS = 100_000
+EXPERIMENT_ROWS = 100_000
+PARTS = {
+    "warmup",
+    "floor",
+    "dag",
+    "taskrss",
+    "gzip",
+    "peer",
+    "naive",
+    "naive_raised",
+    "raised",
+    "sched",
+    "lanes",
+    "source",
+    "parse",
+}
 
 
 def parse_count(text: str) -> int:
@@ -137,8 +169,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of parts to leave out: warmup,floor,dag,taskrss,tuned,peer,naive,"
-        "naive_raised,raised,source,parse",
+        help="comma list of parts to leave out: warmup,floor,dag,taskrss,gzip,peer,naive,"
+        "naive_raised,raised,sched,lanes,source,parse",
+    )
+    parser.add_argument(
+        "--scheduler-sizes",
+        type=parse_counts,
+        default=None,
+        help="changed rows per run on the production path (scheduler + LocalExecutor, one "
+        "backfilled past hour each; default: the --sizes up to 100k; '' = none)",
+    )
+    parser.add_argument(
+        "--lanes-size",
+        type=parse_counts,
+        default=None,
+        help="run the production path once more with SERVICES_SYNC_LANES=1 at this size "
+        "(default: 100k when it is a scheduler size, none with --smoke; '' = none)",
+    )
+    parser.add_argument(
+        "--gzip-sizes",
+        type=parse_counts,
+        default=None,
+        help="also run the DAG (dags test) with the connection extra Content-Encoding: gzip at "
+        "these sizes (default: 100k when it is one of the sizes, 1k with --smoke; '' = none)",
     )
     parser.add_argument(
         "--profile",
@@ -166,13 +219,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.skip = {x.strip() for x in args.skip.split(",") if x.strip()}
     if args.smoke:
-        # The same code on 1k rows; what only matters for timings (warm-up, the tuning
+        # The same code on 1k rows; what only matters for timings (warm-up, the lanes
         # experiment, the raised-limit naive DAG, most per-task RSS runs) is left out.
         args.sizes = args.sizes or SMOKE_SIZES
         if args.source_cost_rows is None:
             args.source_cost_rows = SMOKE_SOURCE_COST
         args.repeats = min(args.repeats, 3)
-        args.skip |= {"warmup", "tuned", "naive_raised"}
+        args.skip |= {"warmup", "naive_raised", "lanes"}
+        if args.gzip_sizes is None:
+            args.gzip_sizes = SMOKE_SIZES
         args.out = args.out or args.workdir / "smoke" / "results.md"
     elif args.quick:
         args.sizes = args.sizes or QUICK_SIZES
@@ -184,19 +239,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.out = (args.out or BENCH / "results.md").resolve()
     if args.profile is None:
         args.profile = () if args.smoke or 100_000 not in args.sizes else (100_000,)
-    unknown = args.skip - {
-        "warmup",
-        "naive_raised",
-        "floor",
-        "dag",
-        "taskrss",
-        "tuned",
-        "peer",
-        "naive",
-        "raised",
-        "source",
-        "parse",
-    }
+    if args.scheduler_sizes is None:
+        args.scheduler_sizes = tuple(n for n in args.sizes if n <= SCHEDULER_MAX_ROWS)
+    if "sched" in args.skip:
+        args.scheduler_sizes = ()
+    if args.lanes_size is None:
+        default = EXPERIMENT_ROWS in args.scheduler_sizes and not args.smoke
+        args.lanes_size = (EXPERIMENT_ROWS,) if default else ()
+    if "lanes" in args.skip:
+        args.lanes_size = ()
+    if len(args.lanes_size) > 1:
+        parser.error("--lanes-size: one size")
+    if args.gzip_sizes is None:
+        args.gzip_sizes = (EXPERIMENT_ROWS,) if EXPERIMENT_ROWS in args.sizes else ()
+    if "gzip" in args.skip:
+        args.gzip_sizes = ()
+    unknown = args.skip - PARTS
+    if "tuned" in unknown:
+        parser.error(
+            "--skip tuned: the batch_size=10000 experiment is gone (task instances no longer "
+            "grow with batches); the lanes=1 experiment on the production path is --skip lanes"
+        )
     if unknown:
         parser.error(f"--skip: unknown part(s) {', '.join(sorted(unknown))}")
     return args
@@ -254,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "sizes": list(args.sizes),
+        "scheduler_sizes": list(args.scheduler_sizes),
+        "lanes_size": list(args.lanes_size),
+        "gzip_sizes": list(args.gzip_sizes),
         "batch_size": args.batch_size,
         "note": args.note,
         "skip": sorted(args.skip),
@@ -261,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "dag_root": str(args.dag_root.resolve()),
         "runs": {},
         "warmup": None,
+        "scheduler": {},
         "source_cost": {},
         "parse": {},
         "profiles": {},
@@ -277,9 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         results["machine"] = report.machine(dsn)
         results["git"] = _git_state(args.dag_root.resolve())
         hours = {FIRST_HOUR + timedelta(hours=i): n for i, n in enumerate(args.sizes)}
-        seconds = seed_intervals(dsn, hours)
-        results["seed"] = {"rows": sum(hours.values()), "seconds": seconds}
-        log(f"seeded {sum(hours.values()):,} rows in {seconds:.1f} s")
+        sched_hours = _scheduler_hours(args, after=max(hours))
+        if len(sched_hours) < len(args.scheduler_sizes) + len(args.lanes_size):
+            log("the production path needs past hours after the benchmark's hours: skipped")
+            args.scheduler_sizes, args.lanes_size, sched_hours = (), (), {}
+        seconds = seed_intervals(dsn, {**hours, **{h: n for h, (n, _) in sched_hours.items()}})
+        seeded = sum(hours.values()) + sum(n for n, _ in sched_hours.values())
+        results["seed"] = {"rows": seeded, "seconds": seconds}
+        log(f"seeded {seeded:,} rows in {seconds:.1f} s")
 
         receiver = Receiver("devkit.receiver", logs / "receiver.log").start()
         receivers.append(receiver)
@@ -292,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         dag_home, naive_home = workdir / "airflow-dag", workdir / "airflow-naive"
-        tuned_home = workdir / "airflow-dag-tuned"
+        gzip_home = workdir / "airflow-dag-gzip"
         env_args: dict[str, Any] = {"source_dsn": dsn, "start_date": START_DATE.isoformat()}
         dag_root = args.dag_root.resolve()
         env_args["plugins_folder"] = dag_root / "plugins"
@@ -300,11 +372,14 @@ def main(argv: list[str] | None = None) -> int:
         dag_env["SERVICES_SYNC_BATCH_SIZE"] = str(args.batch_size)
         seconds = migrate(dag_env, logs / "airflow-migrate.log")
         clone_home(dag_home, naive_home)
-        clone_home(dag_home, tuned_home)
-        # The tuning experiment keeps its own metadata DB and ledger schema: same run ids.
-        tuned_env = {
-            **airflow_env(tuned_home, dag_root / "dags", api_port=receiver.port, **env_args),
-            "SERVICES_SYNC_STATE_SCHEMA": "services_sync_tuned",
+        clone_home(dag_home, gzip_home)
+        # The gzip variant keeps its own metadata DB and state schema: its runs are first runs.
+        gzip_env = {
+            **airflow_env(
+                gzip_home, dag_root / "dags", api_port=receiver.port, gzip=True, **env_args
+            ),
+            "SERVICES_SYNC_BATCH_SIZE": str(args.batch_size),
+            "SERVICES_SYNC_STATE_SCHEMA": SCHEMAS["dag_gzip"],
         }
         naive_env_args = {**env_args, "plugins_folder": ROOT / "plugins"}
         naive_envs = {
@@ -329,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 receiver=receiver,
                 log_path=logs / "dag-warmup.log",
                 timeout=args.timeout,
+                state_dsn=dsn,
             )
             log(_line("DAG, no changes", results["warmup"]))
 
@@ -355,11 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                     receiver=receiver,
                     log_path=logs / f"dag-{label}.log",
                     timeout=args.timeout,
+                    state_dsn=dsn,
                 )
-                floor = runs.get("floor", {})
-                runs["dag"]["same_bytes_as_floor"] = bool(
-                    runs["dag"]["receiver_digests"]
-                ) and floor.get("bodies_digest") == report.digest(runs["dag"]["receiver_digests"])
+                _check_bytes(runs, "dag")
                 log(_line(f"{label} DAG", runs["dag"]))
                 if "taskrss" not in args.skip and runs["dag"]["ok"] and _rss_size(rows, args):
                     runs["dag"]["task_rss"] = measure.task_rss(
@@ -378,20 +452,20 @@ def main(argv: list[str] | None = None) -> int:
                             for k, v in runs["dag"]["task_rss"].items()
                         )
                     )
-            if "tuned" not in args.skip:
-                runs["dag_tuned"] = measure.run_dag(
-                    env=tuned_env,
-                    home=tuned_home,
+            if rows in args.gzip_sizes:
+                runs["dag_gzip"] = measure.run_dag(
+                    env=gzip_env,
+                    home=gzip_home,
                     dag_id=measure.DAG_ID,
                     interval_start=start,
                     rows=rows,
                     receiver=receiver,
-                    log_path=logs / f"dag-tuned-{label}.log",
+                    log_path=logs / f"dag-gzip-{label}.log",
                     timeout=args.timeout,
-                    conf=TUNED_CONF,
+                    state_dsn=dsn,
                 )
-                runs["dag_tuned"].pop("receiver_digests", None)
-                log(_line(f"{label} DAG tuned {TUNED_CONF}", runs["dag_tuned"]))
+                _check_bytes(runs, "dag_gzip")
+                log(_line(f"{label} DAG, Content-Encoding: gzip", runs["dag_gzip"]))
             if "peer" not in args.skip:
                 peers = [("peer_script", receiver)]
                 if raised:
@@ -422,6 +496,19 @@ def main(argv: list[str] | None = None) -> int:
                     log(_line(f"{label} {name}", runs[name]))
             _save(results, args.out)
 
+        if sched_hours:
+            _production_path(
+                args=args,
+                results=results,
+                cluster=cluster,
+                dsn=dsn,
+                receiver=receiver,
+                sched_hours=sched_hours,
+                workdir=workdir,
+            )
+            _save(results, args.out)
+
+        profile_env = {**dag_env, "SERVICES_SYNC_STATE_SCHEMA": SCHEMAS["profile"]}
         for rows in args.profile:
             if rows not in args.sizes:
                 log(f"--profile {rows}: not one of --sizes, skipped")
@@ -432,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             prof = workdir / f"dag-{label}-{args.profiler}{suffix}"
             log(f"{label} DAG under {args.profiler} (untimed)")
             run = measure.run_dag(
-                env=dag_env,
+                env=profile_env,
                 home=dag_home,
                 dag_id=measure.DAG_ID,
                 interval_start=start,
@@ -501,6 +588,84 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def _scheduler_hours(
+    args: argparse.Namespace, *, after: datetime
+) -> dict[datetime, tuple[int, str]]:
+    """Real past whole hours for the production path: ``{hour: (rows, variant)}``.
+
+    ``airflow backfill create`` makes runs only for intervals that have ended by the wall
+    clock, so these hours end at the last full hour before now at the latest, oldest first:
+    one per scheduler size (variant ``dag_sched``), then the lanes experiment's. They must come
+    after the ``dags test`` hours (``after``), or the source table would mix the two.
+    """
+    wanted = [(n, "dag_sched") for n in args.scheduler_sizes]
+    wanted += [(n, "dag_sched_lanes1") for n in args.lanes_size]
+    if not wanted:
+        return {}
+    top = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    first = top - timedelta(hours=len(wanted))
+    if first <= after:
+        return {}
+    return {first + timedelta(hours=i): item for i, item in enumerate(wanted)}
+
+
+def _production_path(
+    *,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    cluster: Any,
+    dsn: str,
+    receiver: Receiver,
+    sched_hours: dict[datetime, tuple[int, str]],
+    workdir: Path,
+) -> None:
+    """The DAG under a scheduler + LocalExecutor: one stack per lane count, one backfill per
+    hour. Each stack runs alone (nothing else is measured while it is up)."""
+    from bench import scheduler
+
+    log("production path: migrating a PostgreSQL metadata DB (template for every stack)")
+    began = time.perf_counter()
+    scheduler.migrate_template(cluster, workdir / "airflow-template")
+    results["scheduler"]["migrate_s"] = time.perf_counter() - began
+    first = min(sched_hours)
+    for variant in ("dag_sched", "dag_sched_lanes1"):
+        todo = {h: n for h, (n, v) in sched_hours.items() if v == variant}
+        if not todo:
+            continue
+        lanes = 1 if variant == "dag_sched_lanes1" else None
+        meta = scheduler.database_from_template(cluster, f"airflow_{variant}")
+        stack = scheduler.SchedulerStack(
+            workdir / f"airflow-{variant.replace('_', '-')}",
+            meta,
+            args.dag_root.resolve(),
+            scheduler.stack_extra(
+                source_dsn=dsn,
+                api_port=receiver.port,
+                start_date=first,
+                batch_size=args.batch_size,
+                schema=SCHEMAS[variant],
+                lanes=lanes,
+            ),
+        )
+        info: dict[str, Any] = {"lanes": lanes or "default", "hours": {}}
+        results["scheduler"][variant] = info
+        try:
+            info["start_s"] = stack.start()
+            log(f"{variant}: scheduler, dag-processor, api-server up in {info['start_s']:.0f} s")
+            for hour, rows in sorted(todo.items()):
+                label = report.count(rows)
+                run = stack.run_hour(hour, rows, receiver, args.timeout)
+                run.pop("receiver_digests", None)  # another hour than the floor's: no check
+                results["runs"].setdefault(str(rows), {})[variant] = run
+                info["hours"][label] = hour.isoformat()
+                log(_line(f"{label} DAG on the scheduler ({variant})", run))
+                _save(results, args.out)
+        finally:
+            info["force_killed"] = stack.stop()
+            if info["force_killed"]:
+                log(f"{variant}: needed SIGKILL: {info['force_killed']}")
+
+
 def _git_state(root: Path) -> dict[str, Any]:
     """The commit measured and whether the DAG's files differ from it."""
 
@@ -523,18 +688,33 @@ def _rss_size(rows: int, args: argparse.Namespace) -> bool:
 
 
 def _rss_tasks(dag_run: dict[str, Any], *, smoke: bool) -> list[tuple[str, int | None]]:
-    """The tasks to run alone: the no-data baseline, then each that holds data, last batch."""
-    last = max(0, dag_run["tasks"].get("build_batch", {}).get("count", 1) - 1)
+    """The tasks to run alone, in DAG order: the no-data baseline, then each that holds data.
+
+    ``tasks test build_batches`` rebuilds the run's batches as pending (same bodies, same
+    keys), and each lane then sends its share again (the receiver counts duplicates), so every
+    task alone does its real work and the run ends acknowledged as before.
+    """
     if smoke:
-        return [("wait_for_open_transactions", None), ("build_batch", last)]
+        return [("wait_for_open_transactions", None), ("build_batches", None)]
+    lanes = dag_run["tasks"].get("post_batches", {}).get("count", 0)
     return [
         ("wait_for_open_transactions", None),
         ("plan_batches", None),
-        ("build_batch", last),
-        ("post_batch", last),
+        ("build_batches", None),
+        *[("post_batches", lane) for lane in range(lanes)],
         ("record_delivery", None),
         ("reconcile_interval", None),
     ]
+
+
+def _check_bytes(runs: dict[str, Any], name: str) -> None:
+    """Whether the receiver got byte-identical JSON bodies from the variant and the floor."""
+    run, floor = runs[name], runs.get("floor") or {}
+    run["same_bytes_as_floor"] = bool(run.get("receiver_digests")) and floor.get(
+        "bodies_digest"
+    ) == report.digest(run["receiver_digests"])
+    if name != "dag":
+        run.pop("receiver_digests", None)
 
 
 def _line(label: str, run: dict[str, Any], key: str = "wall_s") -> str:
@@ -544,6 +724,11 @@ def _line(label: str, run: dict[str, Any], key: str = "wall_s") -> str:
     extra = f", peak RSS {rss:.0f} MB" if rss else ""
     tis = run.get("task_instances")
     extra += f", {tis} task instances" if tis else ""
+    if run.get("xcom"):
+        extra += f", XCom {run['xcom']['bytes']:,} B"
+    box = run.get("outbox") or {}
+    if box.get("json_bytes"):
+        extra += f", outbox {box['outbox_bytes']:,} B (JSON {box['json_bytes']:,} B)"
     return f"{label}: {value:.2f} s{extra}: {state}"
 
 

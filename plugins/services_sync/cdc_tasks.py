@@ -10,6 +10,7 @@ unfinished; the next run delivers the same staged changes in the same batches wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -478,7 +479,7 @@ def build_change_batches(
 
     settings = settings or load_settings()
     schema = settings.state_schema
-    totals = {"batches": 0, "records": 0, "quarantined": 0, "rows": 0, "bytes": 0}
+    totals = outbox.BuildTotals()
     with connect(settings.state_conn_id) as conn:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
@@ -498,7 +499,7 @@ def build_change_batches(
                 len(built),
                 sum(1 for b in built if b["status"] == "pending"),
             )
-            totals.update(batches=len(built), rows=sum(b["rows_extracted"] for b in built))
+            totals.batches, totals.rows = len(built), sum(b["rows_extracted"] for b in built)
         else:
             for lane in range(window["lanes"]):
                 with conn.cursor(
@@ -511,7 +512,7 @@ def build_change_batches(
                     )
                     for chunk in chunks(changes, window["per_batch"]):
                         built, rejected = _build_change_batch(
-                            chunk, index=totals["batches"], lane=lane, settings=settings
+                            chunk, index=totals.batches, lane=lane, settings=settings
                         )
                         state.quarantine_rows(
                             conn,
@@ -522,7 +523,7 @@ def build_change_batches(
                             interval_end=interval.end if interval else window["opened_at"],
                             rejected=rejected,
                         )
-                        outbox.store_batch(
+                        stored = outbox.store_batch(
                             conn,
                             schema,
                             built,
@@ -531,7 +532,7 @@ def build_change_batches(
                             interval=interval,
                             window_id=window_id,
                         )
-                        _count(totals, built)
+                        totals.add(built, stored)
             with conn.cursor() as cur:
                 cur.execute(state_sql("cdc_window_built.sql", schema), {"window_id": window_id})
         outbox.finish_build(
@@ -540,21 +541,19 @@ def build_change_batches(
             dag_id=dag_id,
             run_id=run_id,
             interval=interval,
-            batches=totals["batches"],
-            rows_extracted=totals["rows"],
-            rows_quarantined=totals["quarantined"],
+            totals=totals,
             replace_earlier=False,
         )
     log.info(
         "Window %s: %d changes in %d batches, %d records to send (%.1f KiB), %d quarantined",
         window_id,
-        totals["rows"],
-        totals["batches"],
-        totals["records"],
-        totals["bytes"] / 1024,
-        totals["quarantined"],
+        totals.rows,
+        totals.batches,
+        totals.records,
+        totals.bytes / 1024,
+        totals.quarantined,
     )
-    return {"window_id": window_id, **totals}
+    return {"window_id": window_id, **dataclasses.asdict(totals)}
 
 
 def _build_change_batch(
@@ -589,14 +588,6 @@ def _build_change_batch(
         upper_bound=list(map(str, last)),
     )
     return built, result.rejected
-
-
-def _count(totals: dict[str, int], built: Any) -> None:
-    totals["batches"] += 1
-    totals["rows"] += built.rows_extracted
-    totals["records"] += built.records
-    totals["quarantined"] += built.rows_quarantined
-    totals["bytes"] += len(built.body) if built.body else 0
 
 
 def acknowledge_changes(

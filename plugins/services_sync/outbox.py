@@ -100,6 +100,27 @@ class BuiltBatch:
     read_snapshot: str | None = None
 
 
+@dataclass
+class BuildTotals:
+    """What a build task wrote, summed over its batches (its XCom and its log line)."""
+
+    batches: int = 0
+    rows: int = 0
+    records: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    stored: int = 0
+
+    def add(self, batch: BuiltBatch, stored: int) -> None:
+        """Count one stored batch (``stored``: what :func:`store_batch` returned)."""
+        self.batches += 1
+        self.rows += batch.rows_extracted
+        self.records += batch.records
+        self.quarantined += batch.rows_quarantined
+        self.bytes += len(batch.body) if batch.body is not None else 0
+        self.stored += stored
+
+
 def store_batch(
     conn: psycopg.Connection,
     schema: str,
@@ -153,9 +174,7 @@ def finish_build(
     dag_id: str,
     run_id: str,
     interval: Interval | None,
-    batches: int,
-    rows_extracted: int,
-    rows_quarantined: int,
+    totals: BuildTotals,
     replace_earlier: bool,
 ) -> None:
     """Close a build: its summary row (built, not finished) and the ledger around it.
@@ -166,7 +185,7 @@ def finish_build(
     with conn.cursor() as cur:
         cur.execute(
             state_sql("drop_batches_from.sql", schema),
-            {"dag_id": dag_id, "run_id": run_id, "from_index": batches},
+            {"dag_id": dag_id, "run_id": run_id, "from_index": totals.batches},
         )
         if replace_earlier and interval is not None:
             cur.execute(
@@ -180,9 +199,9 @@ def finish_build(
                 "run_id": run_id,
                 "interval_start": interval.start if interval else None,
                 "interval_end": interval.end if interval else None,
-                "rows_extracted": rows_extracted,
-                "batches": batches,
-                "rows_quarantined": rows_quarantined,
+                "rows_extracted": totals.rows,
+                "batches": totals.batches,
+                "rows_quarantined": totals.quarantined,
             },
         )
 

@@ -10,6 +10,7 @@ cheap (``make bench`` measures it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -191,7 +192,7 @@ def build_batches(
     settings = settings or load_settings()
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     schema = settings.state_schema
-    totals = {"batches": 0, "rows": 0, "records": 0, "quarantined": 0, "bytes": 0, "stored": 0}
+    totals = outbox.BuildTotals()
     with connect(settings.state_conn_id) as conn:
         plan = outbox.stored_plan(conn, schema, dag_id=dag_id, interval=interval)
     with connect(settings.source_conn_id) as source_conn, connect(settings.state_conn_id) as conn:
@@ -207,30 +208,24 @@ def build_batches(
                 interval_end=interval.end,
                 rejected=result.rejected,
             )
-            totals["stored"] += outbox.store_batch(
-                conn,
-                schema,
-                outbox.BuiltBatch(
-                    batch_index=planned.index,
-                    lane=planned.index % settings.lanes,
-                    rows_extracted=len(rows),
-                    rows_quarantined=len(result.rejected),
-                    records=len(result.records),
-                    body=body,
-                    key=idempotency_key(interval, body) if body is not None else None,
-                    lower_bound=list(planned.lower),
-                    upper_bound=list(planned.upper),
-                    read_snapshot=snapshot,
-                ),
-                dag_id=dag_id,
-                run_id=run_id,
-                interval=interval,
+            built = outbox.BuiltBatch(
+                batch_index=planned.index,
+                lane=planned.index % settings.lanes,
+                rows_extracted=len(rows),
+                rows_quarantined=len(result.rejected),
+                records=len(result.records),
+                body=body,
+                key=idempotency_key(interval, body) if body is not None else None,
+                lower_bound=list(planned.lower),
+                upper_bound=list(planned.upper),
+                read_snapshot=snapshot,
             )
-            totals["batches"] += 1
-            totals["rows"] += len(rows)
-            totals["records"] += len(result.records)
-            totals["quarantined"] += len(result.rejected)
-            totals["bytes"] += len(body) if body else 0
+            totals.add(
+                built,
+                outbox.store_batch(
+                    conn, schema, built, dag_id=dag_id, run_id=run_id, interval=interval
+                ),
+            )
             log_quarantined(result.rejected)
         outbox.finish_build(
             conn,
@@ -238,23 +233,21 @@ def build_batches(
             dag_id=dag_id,
             run_id=run_id,
             interval=interval,
-            batches=totals["batches"],
-            rows_extracted=totals["rows"],
-            rows_quarantined=totals["quarantined"],
+            totals=totals,
             replace_earlier=True,
         )
     log.info(
         "Interval %s: %d rows in %d batches, %d records to send (%.1f KiB, %.1f KiB stored), "
         "%d quarantined",
         interval.label,
-        totals["rows"],
-        totals["batches"],
-        totals["records"],
-        totals["bytes"] / 1024,
-        totals["stored"] / 1024,
-        totals["quarantined"],
+        totals.rows,
+        totals.batches,
+        totals.records,
+        totals.bytes / 1024,
+        totals.stored / 1024,
+        totals.quarantined,
     )
-    return {"interval": interval.label, **totals}
+    return {"interval": interval.label, **dataclasses.asdict(totals)}
 
 
 def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> bool:

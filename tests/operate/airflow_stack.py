@@ -247,6 +247,49 @@ class AirflowStack:
         return result.stdout
 
     # -- components ----------------------------------------------------------------------------
+    def boot(self, *components: str, timeout: float = 180) -> None:
+        """Migrate the metadata DB, start ``components`` and wait until they are ready.
+
+        Ready: the dag-processor has serialized the sync DAG (an import error fails at once)
+        and the api-server reports a healthy metadata DB, scheduler and dag-processor.
+        """
+        self.cli("db", "migrate")
+        for component in components:
+            self.start(component)
+        wait_until(
+            self._dag_serialized,
+            timeout=timeout,
+            what=f"the dag-processor to serialize {DAG_ID}",
+            diagnostics=self.diagnostics,
+        )
+        wait_until(
+            self._healthy,
+            timeout=timeout,
+            what="the api-server to report a healthy scheduler and dag-processor",
+            diagnostics=self.diagnostics,
+        )
+
+    def _dag_serialized(self) -> bool:
+        self.check_running()
+        errors = rows(self.meta_dsn, "SELECT filename, stacktrace FROM import_error")
+        if errors:
+            raise AssertionError(f"DAG import errors: {errors}")
+        found = rows(self.meta_dsn, "SELECT 1 FROM serialized_dag WHERE dag_id = %s", (DAG_ID,))
+        return bool(found)
+
+    def _healthy(self) -> bool:
+        import requests
+
+        self.check_running()
+        try:
+            health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return False
+        return all(
+            (health.get(part) or {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "dag_processor")
+        )
+
     def start(self, name: str, *command: str) -> Component:
         """Start ``command`` (default ``airflow <name>``) in the background, in a new session."""
         argv = list(command) or [sys.executable, "-m", "airflow", name]

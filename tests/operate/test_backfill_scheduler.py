@@ -70,21 +70,7 @@ def stack(pg_cluster, source_db, receiver, hours, tmp_path) -> Iterator[AirflowS
     )
     airflow = AirflowStack(tmp_path / "airflow", env)
     try:
-        airflow.cli("db", "migrate")
-        for component in ("api-server", "dag-processor", "scheduler"):
-            airflow.start(component)
-        wait_until(
-            lambda: _dag_serialized(airflow),
-            timeout=STARTUP_TIMEOUT_S,
-            what=f"the dag-processor to serialize {DAG_ID}",
-            diagnostics=airflow.diagnostics,
-        )
-        wait_until(
-            lambda: _healthy(airflow),
-            timeout=STARTUP_TIMEOUT_S,
-            what="the api-server to report a healthy scheduler and dag-processor",
-            diagnostics=airflow.diagnostics,
-        )
+        airflow.boot("api-server", "dag-processor", "scheduler", timeout=STARTUP_TIMEOUT_S)
         yield airflow
     finally:
         killed = airflow.stop()
@@ -340,23 +326,3 @@ def _bad(line: str) -> bool:
 def _scalar(stack: AirflowStack, sql: str, params=None):
     found = rows(stack.meta_dsn, sql, params)
     return found[0][0] if found else None
-
-
-def _dag_serialized(stack: AirflowStack) -> bool:
-    stack.check_running()
-    errors = rows(stack.meta_dsn, "SELECT filename, stacktrace FROM import_error")
-    if errors:
-        raise AssertionError(f"DAG import errors: {errors}")
-    return bool(_scalar(stack, "SELECT count(*) FROM serialized_dag WHERE dag_id = %s", (DAG_ID,)))
-
-
-def _healthy(stack: AirflowStack) -> bool:
-    stack.check_running()
-    try:
-        health = requests.get(f"{stack.api_url}/api/v2/monitor/health", timeout=5).json()
-    except (requests.RequestException, ValueError):
-        return False
-    return all(
-        health.get(part, {}).get("status") == "healthy"
-        for part in ("metadatabase", "scheduler", "dag_processor")
-    )

@@ -26,8 +26,6 @@ from tests.operate.airflow_stack import (
 )
 from tests.operate.test_backfill_scheduler import (
     STARTUP_TIMEOUT_S,
-    _dag_serialized,
-    _healthy,
 )
 from tests.smtp_inbox import smtp_inbox
 
@@ -56,20 +54,8 @@ def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, i
     )
     airflow = AirflowStack(tmp_path / "airflow", env)
     try:
-        airflow.cli("db", "migrate")
-        for component in ("api-server", "dag-processor", "scheduler", "triggerer"):
-            airflow.start(component)
-        wait_until(
-            lambda: _dag_serialized(airflow),
-            timeout=STARTUP_TIMEOUT_S,
-            what=f"the dag-processor to serialize {DAG_ID}",
-            diagnostics=airflow.diagnostics,
-        )
-        wait_until(
-            lambda: _healthy(airflow),
-            timeout=STARTUP_TIMEOUT_S,
-            what="the api-server to report a healthy scheduler and dag-processor",
-            diagnostics=airflow.diagnostics,
+        airflow.boot(
+            "api-server", "dag-processor", "scheduler", "triggerer", timeout=STARTUP_TIMEOUT_S
         )
         airflow.cli("dags", "unpause", DAG_ID)
         airflow.cli("dags", "trigger", DAG_ID, "--logical-date", hour.add(hours=1).isoformat())

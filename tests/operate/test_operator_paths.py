@@ -42,8 +42,6 @@ from tests.operate.airflow_stack import (
 )
 from tests.operate.test_backfill_scheduler import (
     STARTUP_TIMEOUT_S,
-    _dag_serialized,
-    _healthy,
     _scalar,
     backfill_runs,
     create_backfill,
@@ -107,21 +105,7 @@ def stack(pg_cluster, source, receiver_server, inbox, tmp_path_factory) -> Itera
     airflow = AirflowStack(home / "airflow", env)
     requests.delete(f"{receiver_server.url}/inspect", timeout=5).raise_for_status()
     try:
-        airflow.cli("db", "migrate")
-        for component in ("api-server", "dag-processor", "scheduler"):
-            airflow.start(component)
-        wait_until(
-            lambda: _dag_serialized(airflow),
-            timeout=STARTUP_TIMEOUT_S,
-            what=f"the dag-processor to serialize {DAG_ID}",
-            diagnostics=airflow.diagnostics,
-        )
-        wait_until(
-            lambda: _healthy(airflow),
-            timeout=STARTUP_TIMEOUT_S,
-            what="a healthy scheduler and dag-processor",
-            diagnostics=airflow.diagnostics,
-        )
+        airflow.boot("api-server", "dag-processor", "scheduler", timeout=STARTUP_TIMEOUT_S)
         airflow.cli("dags", "unpause", DAG_ID)
         airflow.dags = dags  # type: ignore[attr-defined]
         yield airflow
