@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
 import pendulum
 import psycopg
@@ -21,6 +22,7 @@ from tests.operate.airflow_stack import (
     DAG_ID,
     AirflowStack,
     free_port,
+    rows,
     scheduler_stack_env,
     wait_until,
 )
@@ -58,7 +60,12 @@ def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, i
             "api-server", "dag-processor", "scheduler", "triggerer", timeout=STARTUP_TIMEOUT_S
         )
         airflow.cli("dags", "unpause", DAG_ID)
-        airflow.cli("dags", "trigger", DAG_ID, "--logical-date", hour.add(hours=1).isoformat())
+        # The README's one-hour recipe; the gate then waits a day: the run is stuck.
+        start = hour.isoformat()
+        airflow.cli(
+            "backfill", "create", "--dag-id", DAG_ID, "--from-date", start, "--to-date", start,
+            "--reprocess-behavior", "completed", "--max-active-runs", "1",
+        )  # fmt: skip
         started = time.monotonic()
         wait_until(
             lambda: bool(inbox.messages),
@@ -69,10 +76,29 @@ def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, i
         (mail,) = inbox.messages
         assert mail["Subject"] == f"[services-sync] {DAG_ID} run is not finished by its deadline"
         body = mail.get_body().get_content()
-        assert "manual__" in body
+        assert "backfill__" in body
         assert "Deadline" in body
         assert time.monotonic() - started >= 15, "the alert must wait for the deadline"
         end_stuck_run(airflow)
+
+        # The CDC DAG has the same stuck-run alert (regression: it had none). Its initial
+        # snapshot recipe, run by hand without a logical date, gets a deadline too (paused here,
+        # the run stays queued: only the deadline matters).
+        airflow.cli(
+            "dags", "trigger", "services_requests_cdc", "--conf", '{"initial_snapshot": true}'
+        )
+        deadline = wait_until(
+            lambda: rows(
+                airflow.meta_dsn,
+                "SELECT d.deadline_time - r.queued_at, r.logical_date, r.conf FROM deadline d"
+                " JOIN dag_run r ON r.id = d.dagrun_id WHERE r.dag_id = 'services_requests_cdc'",
+            ),
+            timeout=60,
+            what="the CDC run's deadline",
+        )
+        ((delay, logical_date, conf),) = deadline
+        assert (delay, logical_date) == (timedelta(seconds=18), None)
+        assert conf["initial_snapshot"] is True
     finally:
         killed = airflow.stop()
         left = airflow.processes()
