@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
-from psycopg import sql
 
-from bench.env import Receiver, api_connection, clean_env, http_json
+from bench.env import Receiver, api_connection, clean_env
+from bench.measure import outbox_footprint
 from bench.procmon import MIB
 from tests.operate.airflow_stack import (
     DAG_ID,
@@ -50,25 +49,6 @@ from tests.operate.airflow_stack import (
 #: The title Airflow's task runner gives a task process (``task_runner.startup``).
 _TASK_TITLE = "airflow worker -- "
 STARTUP_TIMEOUT_S = 300
-
-
-def migrate_template(cluster: Any, home: Path) -> str:
-    """A migrated, never-used Airflow metadata database to copy (``CREATE DATABASE … TEMPLATE``).
-
-    Every stack gets a fresh copy, so ``airflow db migrate`` runs once per benchmark.
-    """
-    dsn = cluster.create_database("airflow_template")
-    env = _stack_env(home, dsn, free_port(), {})
-    AirflowStack(home, env).cli("db", "migrate", timeout=900)
-    return dsn
-
-
-def database_from_template(cluster: Any, name: str) -> str:
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE airflow_template").format(sql.Identifier(name))
-        )
-    return cluster.dsn(name)
 
 
 def _stack_env(home: Path, meta_dsn: str, api_port: int, extra: dict[str, str]) -> dict[str, str]:
@@ -99,22 +79,24 @@ class TaskRssSampler(threading.Thread):
         self.interval = interval
         self.peaks: dict[str, int] = {}
         self.samples = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             for info in processes_in(self.workdir):
                 if not info.cmdline.startswith(_TASK_TITLE):
                     continue
-                ti_id = info.cmdline[len(_TASK_TITLE) :].split()[0]
+                ti_id = info.cmdline[len(_TASK_TITLE) :].strip()
+                if " " in ti_id:  # "LocalExecutor: <id>", the worker that supervises the task
+                    continue
                 with contextlib.suppress(psutil.Error):
                     rss = psutil.Process(info.pid).memory_info().rss
                     self.peaks[ti_id] = max(self.peaks.get(ti_id, 0), rss)
             self.samples += 1
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def finish(self) -> dict[str, int]:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
         return self.peaks
 
@@ -125,7 +107,7 @@ class SchedulerStack:
     Args:
         home: ``AIRFLOW_HOME`` (component logs in ``home/component-logs``, task logs in
             ``home/logs``).
-        meta_dsn: A migrated metadata database (:func:`database_from_template`).
+        meta_dsn: An empty metadata database (:meth:`start` migrates it).
         dag_root: The checkout whose ``dags/`` and ``plugins/`` the stack runs.
         extra: ``AIRFLOW_CONN_*`` and ``SERVICES_SYNC_*`` settings of the DAG.
     """
@@ -144,23 +126,10 @@ class SchedulerStack:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> float:
-        """Start the components, wait until the DAG is serialized and all report healthy,
-        unpause the DAG; returns seconds."""
+        """Migrate the metadata DB, start the components, wait until the DAG is serialized and
+        all report healthy (:meth:`AirflowStack.boot`), unpause the DAG; returns seconds."""
         started = time.perf_counter()
-        for component in ("api-server", "dag-processor", "scheduler"):
-            self.stack.start(component)
-        wait_until(
-            self._serialized,
-            timeout=STARTUP_TIMEOUT_S,
-            what=f"the dag-processor to serialize {DAG_ID}",
-            diagnostics=self.stack.diagnostics,
-        )
-        wait_until(
-            self._healthy,
-            timeout=STARTUP_TIMEOUT_S,
-            what="a healthy scheduler and dag-processor",
-            diagnostics=self.stack.diagnostics,
-        )
+        self.stack.boot("api-server", "dag-processor", "scheduler", timeout=STARTUP_TIMEOUT_S)
         self.stack.cli("dags", "unpause", DAG_ID)
         return time.perf_counter() - started
 
@@ -172,31 +141,21 @@ class SchedulerStack:
         found = rows(self.stack.meta_dsn, query, params)
         return found[0][0] if found else None
 
-    def _serialized(self) -> bool:
-        self.stack.check_running()
-        errors = rows(self.stack.meta_dsn, "SELECT filename, stacktrace FROM import_error")
-        if errors:
-            raise RuntimeError(f"DAG import errors: {errors}")
-        return bool(
-            self._scalar("SELECT count(*) FROM serialized_dag WHERE dag_id = %s", (DAG_ID,))
-        )
-
-    def _healthy(self) -> bool:
-        self.stack.check_running()
-        try:
-            health = http_json("GET", f"{self.stack.api_url}/api/v2/monitor/health", timeout=5)
-        except (OSError, ValueError):
-            return False
-        return all(
-            health.get(part, {}).get("status") == "healthy"  # type: ignore[union-attr]
-            for part in ("metadatabase", "scheduler", "dag_processor")
-        )
-
     # -- one interval --------------------------------------------------------------------------
     def run_hour(
-        self, hour: datetime, rows_expected: int, receiver: Receiver, timeout: float
+        self,
+        hour: datetime,
+        rows_expected: int,
+        receiver: Receiver,
+        timeout: float,
+        *,
+        then_complete: bool = True,
     ) -> dict[str, Any]:
-        """Backfill one past hour and measure its run; waits for the backfill to complete."""
+        """Backfill one past hour and measure its run.
+
+        ``then_complete``: afterwards, wait (unmeasured) until the scheduler marks the backfill
+        complete, which the next ``backfill create`` of the DAG needs.
+        """
         receiver.reset()
         load = os.getloadavg()[0]
         before = self._scalar("SELECT coalesce(max(id), 0) FROM backfill")
@@ -227,9 +186,12 @@ class SchedulerStack:
         observed_s = time.perf_counter() - began
         peaks = sampler.finish()
         facts = self.run_facts(backfill_id, peaks) if backfill_id else {"state": "no backfill"}
+        facts["outbox"] = outbox_footprint(
+            self.source_dsn, self.schema, DAG_ID, facts.get("run_id")
+        )
         received = receiver.stats()
         ok = facts.get("state") == "success" and received["records"] == rows_expected
-        if backfill_id and state in ("success", "failed"):
+        if then_complete and backfill_id and state in ("success", "failed"):
             # `airflow backfill create` refuses a second backfill of the DAG until the scheduler
             # marks this one complete (a fixed 30 s timer in Airflow 3.3.2). Not measured.
             with contextlib.suppress(AssertionError):

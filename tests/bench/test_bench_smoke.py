@@ -1,7 +1,9 @@
 """``make bench-smoke`` keeps working: the benchmark's smoke mode fills every column of its table.
 
 Benchmarks report, they do not assert times: this only checks that the smoke run (1k rows,
-every variant) finishes and writes a complete results table, so the benchmark cannot rot.
+every variant: ``dags test``, the gzip connection extra, the production path on a scheduler +
+LocalExecutor, both peers) finishes and writes complete tables, including the per-run task
+instances, XCom bytes and outbox bytes, so the benchmark cannot rot.
 """
 
 from __future__ import annotations
@@ -53,10 +55,18 @@ def test_the_smoke_benchmark_fills_every_column(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
-    header, rows = _table(out.read_text(), "## Results")
+    markdown = out.read_text()
+    header, rows = _table(markdown, "## Results")
     assert header[:3] == ["changed rows", "variant", "result"]
     variants = [row[1] for row in rows]
-    for name in ("floor", "**DAG**", "peer (a)", "peer (b)"):
+    for name in (
+        "floor",
+        "**DAG** (",
+        "DAG, `Content-Encoding: gzip`",
+        "**DAG, production path**",
+        "peer (a)",
+        "peer (b)",
+    ):
         assert any(v.startswith(name) for v in variants), (name, variants)
     for row in rows:
         assert len(row) == len(header), row
@@ -64,6 +74,30 @@ def test_the_smoke_benchmark_fills_every_column(tmp_path):
         assert row[0] == "1,000"
         assert row[2] == "ok", row  # at 1k rows every variant delivers
 
+    # Per run: task instances, XCom bytes and outbox bytes of every DAG variant.
+    header, rows = _table(markdown, "## Per run: task instances, XCom, outbox")
+    assert header[2:5] == ["task instances per run", "XCom rows", "XCom bytes"]
+    dag_rows = [row for row in rows if not row[1].startswith("peer")]
+    assert len(dag_rows) == 3, rows  # dags test, gzip, production path
+    for row in dag_rows:
+        assert all(cell and cell not in ("n/a", "0") for cell in row), row
+    header, rows = _table(markdown, "## Production path: scheduler + LocalExecutor")
+    assert [(row[0], row[2]) for row in rows] == [("1,000", "ok")]
+    assert all(cell and cell != "n/a" for cell in rows[0]), rows
+
     raw = json.loads(out.with_suffix(".json").read_text())
-    assert raw["runs"]["1000"]["dag"]["same_bytes_as_floor"] is True
+    runs = raw["runs"]["1000"]
+    assert runs["dag"]["same_bytes_as_floor"] is True
+    assert runs["dag_gzip"]["same_bytes_as_floor"] is True  # gzip on the wire, same JSON
+    for name in ("dag", "dag_gzip", "dag_sched"):
+        run = runs[name]
+        assert run["ok"], (name, run.get("detail"))
+        assert run["task_instances"] <= 12, (name, run["tasks"])
+        assert 0 < run["xcom"]["bytes"] < 64 * 1024, (name, run["xcom"])
+        box = run["outbox"]
+        assert box["bodies"] == box["batches"] == 1, (name, box)
+        assert 0 < box["outbox_bytes"] < box["json_bytes"], (name, box)
+    sched = runs["dag_sched"]
+    assert sched["wall_s"] > 0 and sched["peak_rss_mb"] > 0
+    assert raw["scheduler"]["dag_sched"]["force_killed"] == []  # the stack stopped cleanly
     assert raw["source_cost"] and raw["parse"]["project"]["files"]
