@@ -42,6 +42,14 @@ from services_sync.transform import format_identifier, format_timestamp
 
 log = logging.getLogger(__name__)
 
+#: What a lost or stalled connection raises once the in-try reconnects are used up: the next
+#: try comes after the retry policy's backoff. Any other error is unexpected, with a traceback.
+_LOST_CONNECTION = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
 
 class DeliveryLaneOperator(HttpOperator):
     """POST the pending batches of one delivery lane, oldest first, over one session.
@@ -103,7 +111,10 @@ class DeliveryLaneOperator(HttpOperator):
                 if batch is None:
                     break
                 body, key = unpack_body(batch.stored_body), batch.key
+                # The stored gzip bytes go out as they are unless the body changes here.
+                stored: bytes | None = batch.stored_body
                 if self.drop_superseded and _later_interval_built(state, settings, batch):
+                    # Always from the stored body, so a retry computes the same result.
                     kept, superseded = drop_superseded_records(body, batch, settings)
                     if superseded:
                         key = part_key(batch.key, kept) if kept else None
@@ -113,13 +124,12 @@ class DeliveryLaneOperator(HttpOperator):
                             batch,
                             body=kept,
                             key=key,
-                            superseded=superseded,
+                            rows_sent=len(body_records(kept)) if kept else 0,
+                            rows_superseded=superseded,
                         )
                         if kept is None or key is None:
                             continue  # every record has a newer version on its way
-                        body = kept
-                # The stored gzip bytes go out as they are unless the body changed.
-                stored = batch.stored_body if key == batch.key else None
+                        body, stored = kept, None
                 try:
                     acks = self._send(hook, session, url, body, key, stored, gzip_ok)
                 except RejectedDeliveryError as exc:
@@ -134,7 +144,7 @@ class DeliveryLaneOperator(HttpOperator):
                     log.error("%s rejected: %s", batch.label, exc)
                     rejected.append(f"{batch.label}: {exc}")
                     continue
-                except (RetryableDeliveryError, requests.RequestException) as exc:
+                except (RetryableDeliveryError, *_LOST_CONNECTION) as exc:
                     raise TransientDeliveryFailure.from_error(exc, batch.label) from exc
                 outbox.record_ack(
                     state,

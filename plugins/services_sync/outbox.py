@@ -237,7 +237,6 @@ class PendingBatch:
     interval_end: datetime | None
     window_id: int | None
     key: str
-    records: int
     stored_body: bytes
 
     @property
@@ -284,7 +283,6 @@ def next_pending(
         interval_end=row["interval_end"],
         window_id=row["window_id"],
         key=row["idempotency_key"],
-        records=row["rows_sent"],
         stored_body=bytes(row["body"]),
     )
 
@@ -354,7 +352,8 @@ def record_refreshed(
     *,
     body: str | None,
     key: str | None,
-    superseded: int,
+    rows_sent: int,
+    rows_superseded: int,
 ) -> None:
     """Record the body a batch is sent with after its superseded records were dropped."""
     with conn.cursor() as cur:
@@ -363,8 +362,8 @@ def record_refreshed(
             {
                 **_ids(batch),
                 "idempotency_key": key,
-                "rows_sent": batch.records - superseded,
-                "rows_superseded": superseded,
+                "rows_sent": rows_sent,
+                "rows_superseded": rows_superseded,
                 "body_bytes": len(body) if body is not None else 0,
                 "body_sha256": body_sha256(body) if body is not None else None,
                 "status": "pending" if body is not None else "empty",

@@ -65,7 +65,7 @@ def seed_batch(dsn, run_id, source_rows, interval=INTERVAL):
             interval=interval,
         )
     return body, outbox.PendingBatch(
-        DAG_ID, run_id, 0, interval.start, interval.end, None, key, len(source_rows), b""
+        DAG_ID, run_id, 0, interval.start, interval.end, None, key, b""
     )
 
 
@@ -106,6 +106,77 @@ def test_records_superseded_by_a_later_version_are_dropped_at_send_time(state_db
     assert [r["request_id"] for r in body_records(fresh)] == ["R000", "R001", "R003", "R004"]
     # Stable: the same check on the refreshed body keeps it, and so its key, as it is.
     assert drop_superseded_records(fresh, batch, load_settings()) == (fresh, 0)
+
+
+def send_lane(run_id: str, interval_start) -> dict:
+    """One try of delivery lane 1 of 1, as a task would run it."""
+    from types import SimpleNamespace
+
+    from services_sync.lanes import DeliveryLaneOperator
+
+    settings = load_settings()
+    lane = DeliveryLaneOperator(
+        task_id="post_batches",
+        lane=0,
+        lanes=1,
+        drop_superseded=True,
+        http_conn_id=settings.api_conn_id,
+        endpoint=settings.endpoint,
+        extra_options={"timeout": 5, "check_response": False},
+    )
+    return lane.execute(
+        {
+            "dag": SimpleNamespace(dag_id=DAG_ID),
+            "run_id": run_id,
+            "ti": SimpleNamespace(try_number=1),
+            "data_interval_start": interval_start,
+        }
+    )
+
+
+def test_a_lane_retry_after_dropping_superseded_records_sends_the_same_smaller_body(
+    state_db, receiver, monkeypatch
+):
+    """Regression: a retry after the stale filter had rebuilt a batch sent the stored (older,
+    unfiltered) gzip bytes under the new key, and counted the superseded rows twice."""
+    import json
+
+    from services_sync.delivery import TransientDeliveryFailure
+
+    port = int(receiver.url.rsplit(":", 1)[1])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_API",
+        json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http",
+                    "extra": {"Content-Encoding": "gzip"}}),
+    )  # fmt: skip
+    source_rows = rows(5)
+    with psycopg.connect(state_db, autocommit=True) as conn:
+        insert_rows(conn, source_rows)
+        seed_batch(state_db, "run-1", source_rows)
+        conn.execute(
+            "UPDATE service_requests SET status_id = '5', last_modified_date = %s"
+            " WHERE request_id = 'R002'",
+            (H + timedelta(hours=1, minutes=5),),
+        )
+    seed_batch(state_db, "run-2", rows(1, H + timedelta(hours=1), "N"), INTERVAL.next())
+    requests.post(f"{receiver.url}/faults", json={"faults": [{"status": 503}]}, timeout=5)
+
+    with pytest.raises(TransientDeliveryFailure, match="HTTP 503"):
+        send_lane("run-3", INTERVAL.start)
+    send_lane("run-3", INTERVAL.start)  # the retry
+
+    (batch,) = [
+        b
+        for b in requests.get(f"{receiver.url}/inspect/batches", timeout=5).json()
+        if b["requests"][0]["request_id"].startswith("R")
+    ]
+    assert [r["request_id"] for r in batch["requests"]] == ["R000", "R001", "R003", "R004"]
+    with psycopg.connect(state_db) as conn:
+        row = conn.execute(
+            "SELECT status, rows_sent, rows_superseded, idempotency_key, delivered_by_run"
+            " FROM services_sync.delivery_ledger WHERE run_id = 'run-1'"
+        ).fetchone()
+    assert row == ("acked", 4, 1, batch["idempotency_key"], "run-3")
 
 
 @pytest.fixture(scope="module")

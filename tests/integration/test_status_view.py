@@ -127,8 +127,7 @@ def test_the_view_reads_what_the_dag_writes(source_db):
                 conn,
                 "services_sync",
                 outbox.PendingBatch(
-                    status.DAG_ID, "scheduled__w", index, start, NEWEST_END, None, f"k{index}",
-                    records, b"",
+                    status.DAG_ID, "scheduled__w", index, start, NEWEST_END, None, f"k{index}", b""
                 ),
                 acks=[{"status": 201, "accepted": records, "duplicate": index == 1}],
                 attempts=2,

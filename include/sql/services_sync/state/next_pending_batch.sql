@@ -4,7 +4,7 @@
 -- an hour that failed past its retry budget drains by itself once the receiver is back.
 -- Params (bind): dag_id, lane, lanes, up_to (the sending run's interval start; NULL: any).
 SELECT l.run_id, l.batch_index, l.interval_start, l.interval_end, l.window_id,
-       l.idempotency_key, l.rows_sent, l.rows_superseded, o.body
+       l.idempotency_key, o.body
 FROM {schema}.delivery_ledger AS l
 JOIN {schema}.outbox AS o USING (dag_id, run_id, batch_index)
 WHERE l.dag_id = %(dag_id)s
