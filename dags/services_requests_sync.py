@@ -152,7 +152,7 @@ def services_requests_sync():
         return record.record_delivery(
             dag_id=DAG_ID,
             run_id=run_id,
-            interval=tasks.require_hourly_interval(DAG_ID, data_interval_start, data_interval_end),
+            interval=record.interval_or_none(data_interval_start, data_interval_end),
         )
 
     @task(retries=0)

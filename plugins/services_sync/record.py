@@ -179,7 +179,11 @@ def format_summary(summary: Mapping[str, Any], batches: Sequence[Mapping[str, An
 
 
 def interval_or_none(start: datetime | None, end: datetime | None) -> Interval | None:
-    """A CDC run's data interval, if it has one (a run triggered by hand has none)."""
+    """The run's data interval, if it has one.
+
+    A CDC run triggered by hand has none; a query-mode run without one fails in
+    check_run_setup, and record_delivery then fails quietly (nothing was built).
+    """
     return Interval(start, end) if start is not None and end is not None and end > start else None
 
 

@@ -120,3 +120,17 @@ def test_without_alert_connections_a_failure_still_fails_cleanly(
     assert states[("post_batches", 0)] == "failed"
     assert states[("build_batches", -1)] == "success"
     assert states[("record_delivery", -1)] == "failed"
+
+
+def test_a_run_without_a_data_interval_fails_with_one_alert(
+    dag, airflow_db, source_db, receiver, smtp_server
+):
+    """`airflow dags trigger` without a logical date: check_run_setup fails and alerts; the
+    run ends failed (record_delivery fails quietly), with no second alert."""
+    run = dag.test(logical_date=None)
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert (states["check_run_setup"], states["record_delivery"]) == ("failed", "failed")
+    (mail,) = smtp_server.messages
+    assert mail["Subject"] == "[services-sync] services_requests_sync.check_run_setup failed"
+    assert "the run has no data interval" in mail.get_body().get_content()
