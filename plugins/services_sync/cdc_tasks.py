@@ -473,7 +473,8 @@ def build_change_batches(
     ``per_batch`` records, so memory holds one batch. Keys come from the first and last change
     positions of a batch (never the run id), so the same window always gives the same keys. A
     window whose batches were built by an earlier run is not built again: its lanes send what
-    is left in the outbox.
+    is left in the outbox, batches the receiver rejected included (once per run: the slot
+    cannot move past the window before they are acknowledged).
     """
     from services_sync import outbox
 
@@ -492,6 +493,12 @@ def build_change_batches(
                 f"({window and (window['window_id'], window['status'])})"
             )
         if window["built_at"] is not None:
+            with conn.cursor() as cur:
+                cur.execute(state_sql("cdc_retry_rejected.sql", schema), {"window_id": window_id})
+                if cur.rowcount:
+                    log.warning(
+                        "Window %s: %d rejected batch(es) tried again", window_id, cur.rowcount
+                    )
             built = outbox.window_batches(conn, schema, window_id=window_id)
             log.info(
                 "Window %s was built by an earlier run: %d batches, %d still to send",

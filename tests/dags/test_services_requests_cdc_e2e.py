@@ -386,3 +386,23 @@ def test_a_run_triggered_without_a_logical_date_takes_the_initial_snapshot(
         assert conn.execute(
             "SELECT count(*), count(interval_start) FROM services_sync.delivery_ledger"
         ).fetchone() == (len(ledger_keys(source_db)), 0)
+
+
+def test_a_rejected_batch_keeps_the_slot_and_the_next_run_tries_it_again(
+    dag, airflow_db, source_db, receiver, cdc
+):
+    assert run(dag).state == "success"
+    with writer(source_db) as conn:
+        insert_rows(conn, rows("P", 6))
+    position = slot_position(source_db, cdc)
+    requests.post(
+        f"{receiver.url}/faults", json={"faults": [{"status": 422, "match": "P-0003"}]}, timeout=5
+    ).raise_for_status()
+    assert run(dag, batch_size=2).state == "failed"
+    assert slot_position(source_db, cdc) == position
+    assert window_status(source_db) == ["acknowledged", "captured"]
+    # The receiver is fixed; the next run resumes the window and tries the rejected batch again.
+    assert run(dag, batch_size=2).state == "success"
+    assert receiver_state(receiver) == source_state(source_db)
+    assert slot_position(source_db, cdc) > position
+    assert inspect(receiver, "stats")["duplicates"] == 0
