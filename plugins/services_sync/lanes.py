@@ -34,6 +34,7 @@ from services_sync.payload import (
     build_body,
     pack_body,
     part_key,
+    request_headers,
     split_body,
     unpack_body,
 )
@@ -240,7 +241,7 @@ class DeliveryLaneOperator(HttpOperator):
         gzip_ok: bool,
     ) -> requests.Response:
         """One POST on the lane's session; quick in-try retries of a lost connection."""
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        headers = request_headers(key)
         if gzip_ok:
             headers["Content-Encoding"] = "gzip"
 

@@ -403,15 +403,6 @@ def _connection_problems(conn_id: str, conn_type: str, example: str) -> list[str
     return problems
 
 
-def _log_url() -> str:
-    from airflow.sdk import get_current_context
-
-    try:
-        return str(get_current_context()["ti"].log_url)
-    except Exception:  # outside a task (tests, scripts): no log to point at
-        return ""
-
-
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (database errors run to several)."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
