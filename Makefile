@@ -75,7 +75,7 @@ receiver: $(STAMP) ## Run the reference receiver on http://127.0.0.1:8000
 bench: $(STAMP) ## Benchmark the DAG vs the floor and two peers (1k/100k/1M rows) -> bench/results.md
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-bench-smoke: $(STAMP) ## The same benchmark on 1k rows only (about a minute) -> bench/.work/smoke/results.md
+bench-smoke: $(STAMP) ## The same benchmark on 1k rows only (about two minutes) -> bench/.work/smoke/results.md
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 lock: ## Re-resolve requirements*.txt from requirements*.in (needs uv)
