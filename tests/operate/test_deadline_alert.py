@@ -33,6 +33,9 @@ from tests.smtp_inbox import smtp_inbox
 
 pytestmark = pytest.mark.e2e
 
+#: The stuck-run deadline of this test: a short one, so the alert comes within the test.
+DEADLINE_S = 18
+
 
 @pytest.fixture
 def inbox(monkeypatch):
@@ -50,7 +53,7 @@ def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, i
         api_port,
         {
             "SERVICES_SYNC_START_DATE": hour.isoformat(),
-            "SERVICES_SYNC_RUN_DEADLINE_MIN": "0.3",
+            "SERVICES_SYNC_RUN_DEADLINE_MIN": str(DEADLINE_S / 60),
             "SERVICES_SYNC_CLOCK_SKEW_S": "86400",  # the gate waits: the run is stuck
         },
     )
@@ -97,7 +100,7 @@ def test_a_run_stuck_past_its_deadline_alerts(pg_cluster, source_db, receiver, i
             what="the CDC run's deadline",
         )
         ((delay, logical_date, conf),) = deadline
-        assert (delay, logical_date) == (timedelta(seconds=18), None)
+        assert (delay, logical_date) == (timedelta(seconds=DEADLINE_S), None)
         assert conf["initial_snapshot"] is True
     finally:
         killed = airflow.stop()
