@@ -435,7 +435,8 @@ def _read_table_snapshot(
                     copy.write_row(_copy_values(snapshot_change(window_id, count, row, read_at)))
                     count += 1
     finally:
-        source_conn.isolation_level = previous
+        if not source_conn.broken:  # else the lost connection's error is the one to see
+            source_conn.isolation_level = previous
     return snapshot, count, upto
 
 

@@ -27,13 +27,13 @@ def read_planned_batches(
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_current_snapshot()::text")
             snapshot = cur.fetchone()[0]
+            fetch = load_sql("fetch_batch.sql")
             for batch in plan:
-                cur.execute(
-                    load_sql("fetch_batch.sql"), _bounds(interval, batch.lower, batch.upper)
-                )
+                cur.execute(fetch, _bounds(interval, batch.lower, batch.upper))
                 yield batch, cur.fetchall(), snapshot
     finally:
-        conn.isolation_level = previous
+        if not conn.broken:  # a lost connection (a source restart) has nothing to restore
+            conn.isolation_level = previous
 
 
 def _bounds(interval: Interval, lower: Sequence[str], upper: Sequence[str]) -> dict[str, Any]:
