@@ -785,7 +785,7 @@ def airflow_runs(dag_id: str, run_ids: Sequence[str], window: int = WINDOW) -> d
                 .order_by(TaskInstance.task_id, TaskInstance.map_index)
             ).all()
             for ti in ti_rows:
-                name = ti.task_id + (f" batch {ti.map_index + 1}" if ti.map_index >= 0 else "")
+                name = ti.task_id + (f" lane {ti.map_index + 1}" if ti.map_index >= 0 else "")
                 failed.setdefault(ti.run_id, []).append(f"{name} (try {ti.try_number})")
     return {
         row.run_id: RunInfo(

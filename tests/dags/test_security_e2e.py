@@ -102,7 +102,7 @@ def test_the_api_token_never_appears_in_the_logs(
         assert requests.get(f"{server.url}/inspect/stats", timeout=5).json()["records"] == 3
     out, err = capfd.readouterr()
     logs = out + err + caplog.text
-    assert "post_batch" in logs  # the run's logs were captured
+    assert "post_batches" in logs  # the run's logs were captured
     assert TOKEN not in logs
 
 

@@ -317,9 +317,9 @@ def test_airflow_runs_reads_states_and_failed_tasks_from_the_metadata_db(airflow
         session.execute(
             insert(TaskInstance.__table__),
             [
-                {"dag_id": dag_id, "run_id": "scheduled__1", "task_id": "post_batch",
+                {"dag_id": dag_id, "run_id": "scheduled__1", "task_id": "post_batches",
                  "map_index": 2, "state": "failed", "try_number": 21, "pool": "default_pool"},
-                {"dag_id": dag_id, "run_id": "scheduled__1", "task_id": "post_batch",
+                {"dag_id": dag_id, "run_id": "scheduled__1", "task_id": "post_batches",
                  "map_index": 0, "state": "success", "try_number": 1, "pool": "default_pool"},
                 {"dag_id": dag_id, "run_id": "scheduled__2", "task_id": "wait_for_open_transactions",
                  "map_index": -1, "state": "failed", "try_number": 1, "pool": "default_pool"},
@@ -335,5 +335,5 @@ def test_airflow_runs_reads_states_and_failed_tasks_from_the_metadata_db(airflow
     assert found["scheduled__2"].failed_tasks == ("wait_for_open_transactions (try 1)",)
 
     found = status.airflow_runs(dag_id, ["scheduled__1"], window=0)
-    assert found["scheduled__1"].failed_tasks == ("post_batch batch 3 (try 21)",)
+    assert found["scheduled__1"].failed_tasks == ("post_batches lane 3 (try 21)",)
     assert found["scheduled__1"].queued_at == start + timedelta(hours=2)

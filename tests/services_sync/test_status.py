@@ -124,7 +124,7 @@ def test_airflow_run_state_refines_the_ledger():
         f"scheduled__{(H + HOUR).isoformat()}": RunInfo(
             f"scheduled__{(H + HOUR).isoformat()}",
             "failed",
-            failed_tasks=("post_batch batch 2 (try 21)",),
+            failed_tasks=("post_batches lane 2 (try 21)",),
         ),
         f"scheduled__{(H + 2 * HOUR).isoformat()}": RunInfo(
             f"scheduled__{(H + 2 * HOUR).isoformat()}",
@@ -140,7 +140,7 @@ def test_airflow_run_state_refines_the_ledger():
     assert in_progress.last_error is None  # not an error yet
     assert failed_post.status == status.FAILED
     assert failed_post.last_error == (
-        "3 of 3 batches not acknowledged (batches 1, 2, 3); failed task: post_batch batch 2 (try 21)"
+        "3 of 3 batches not acknowledged (batches 1, 2, 3); failed task: post_batches lane 2 (try 21)"
     )
     # Delivered and recorded, but the reconciliation failed: the run's state wins.
     assert newest.status == status.FAILED
