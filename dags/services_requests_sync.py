@@ -50,7 +50,7 @@ from airflow.providers.common.sql.sensors.sql import SqlSensor
 from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
 from services_sync import record, tasks
-from services_sync.config import load_settings
+from services_sync.config import load_settings, source_hook_params
 from services_sync.dag_defaults import (
     allow_dag_test,
     batch_params,
@@ -102,6 +102,7 @@ def services_requests_sync():
     wait_for_open_transactions = SqlSensor(
         task_id="wait_for_open_transactions",
         conn_id=SETTINGS.source_conn_id,
+        hook_params=source_hook_params(SETTINGS),  # session in SERVICES_SYNC_NAIVE_TIMEZONE
         sql="services_sync/check_open_transactions.sql",
         parameters={
             "window_end": "{{ data_interval_end }}",
@@ -120,6 +121,7 @@ def services_requests_sync():
     plan_batches = SQLExecuteQueryOperator(
         task_id="plan_batches",
         conn_id=SETTINGS.source_conn_id,
+        hook_params=source_hook_params(SETTINGS),  # session in SERVICES_SYNC_NAIVE_TIMEZONE
         sql="services_sync/plan_batches.sql",
         parameters={
             "window_start": "{{ data_interval_start }}",

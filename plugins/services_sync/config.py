@@ -265,3 +265,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             _float(env, "SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB", 1024.0) * 1024 * 1024
         ),
     )
+
+
+def source_hook_params(settings: Settings) -> dict[str, str]:
+    """``hook_params`` of the SQL operators on the source: their sessions in the naive zone.
+
+    ``services_sync.db.connect`` sets the same zone on the task's own connections, so a
+    ``timestamp without time zone`` column is selected (plan, gate, fetch, stale check,
+    reconciliation) and formatted in one zone. A connection extra ``options`` replaces these;
+    ``check_run_setup`` then fails, naming the option to add.
+    """
+    return {"options": f"-c TimeZone={settings.naive_timezone.key}"}

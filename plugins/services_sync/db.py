@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql as pgsql
 
+from services_sync.config import load_settings
 from services_sync.sql import load_sql
 
 
@@ -15,17 +16,20 @@ from services_sync.sql import load_sql
 def connect(conn_id: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
     """A psycopg 3 connection for an Airflow Connection id; committed on success, closed after.
 
-    The session runs in UTC so ``timestamp without time zone`` columns compare with the UTC
-    interval bounds the way the DAG docs describe. ``autocommit``: every statement commits on
-    its own (replication-slot functions refuse a transaction that has written).
+    The session runs in ``SERVICES_SYNC_NAIVE_TIMEZONE`` (default UTC), like the SQL operators'
+    sessions (:func:`services_sync.config.source_hook_params`): a ``timestamp without time zone``
+    column is compared with the interval bounds, and so selected, in that one zone, the zone
+    the transform formats it in. ``autocommit``: every statement commits on its own
+    (replication-slot functions refuse a transaction that has written).
     """
     # Imported here: the provider is heavy and DAG parsing must not pay for it.
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+    zone = load_settings().naive_timezone.key
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     try:
         with conn.cursor() as cur:
-            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
         if autocommit:
             conn.commit()
             conn.autocommit = True

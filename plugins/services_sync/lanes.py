@@ -300,12 +300,13 @@ def lane_numbers(settings: Settings) -> list[int]:
 
 
 def drop_superseded_records(body: str, batch: Any, settings: Settings) -> tuple[str | None, int]:
-    """The body without the records whose source row changed since it was built.
+    """The body without the records whose source row has a newer version since it was built.
 
     Returns the new body (None when no record is left) and how many records were dropped.
     Called only when a later interval has been built: while this batch's interval is the newest,
     nothing newer can reach the receiver before it, and the body goes out exactly as built (same
-    key on every retry). Reads the source rows in the batch's time span only.
+    key on every retry). Reads the source rows in the batch's time span, then looks up by key
+    only the records that left it: a record is dropped only when its row has a newer version.
     """
     from services_sync import source
     from services_sync.db import connect
@@ -315,19 +316,24 @@ def drop_superseded_records(body: str, batch: Any, settings: Settings) -> tuple[
     start = max(batch.interval_start, _parse_utc(min(stamps)))
     end = min(batch.interval_end, _parse_utc(max(stamps)) + timedelta(seconds=1))
     with connect(settings.source_conn_id) as conn:
-        rows = source.current_versions(conn, start, end)
-    current = {
-        (
-            _safe_id(sid, "service_id"),
-            _safe_id(rid, "request_id"),
-            format_timestamp(lmd, "last_modified_date", settings.naive_timezone),
-        )
-        for sid, rid, lmd in rows
-        if lmd is not None
-    }
-    kept = [
-        r for r in records if (r["service_id"], r["request_id"], r["last_modified_date"]) in current
-    ]
+        current = {
+            (
+                _safe_id(sid, "service_id"),
+                _safe_id(rid, "request_id"),
+                format_timestamp(lmd, "last_modified_date", settings.naive_timezone),
+            )
+            for sid, rid, lmd in source.current_versions(conn, start, end)
+            if lmd is not None
+        }
+        moved = [
+            r
+            for r in records
+            if (r["service_id"], r["request_id"], r["last_modified_date"]) not in current
+        ]
+        # Absent from the slice is not yet superseded (a deleted row, or a slice read in the
+        # wrong zone would look the same): only a newer version of the key is.
+        newer = source.newer_versions(conn, moved)
+    kept = [r for r in records if (r["service_id"], r["request_id"]) not in newer]
     if len(kept) == len(records):
         return body, 0
     log.warning(

@@ -65,6 +65,29 @@ def current_versions(
         return cur.fetchall()
 
 
+def newer_versions(
+    conn: psycopg.Connection, records: Sequence[dict[str, Any]]
+) -> set[tuple[str, str]]:
+    """``(service_id, request_id)`` of the records whose row now has a newer version.
+
+    ``records`` are contract records (ids as sent, ``last_modified_date`` as ``...Z``).
+    """
+    if not records:
+        return set()
+    stamps = [r["last_modified_date"] for r in records]
+    with conn.cursor() as cur:
+        cur.execute(
+            load_sql("newer_versions.sql"),
+            {
+                "service_ids": [r["service_id"] for r in records],
+                "request_ids": [r["request_id"] for r in records],
+                "stamps": stamps,
+                "since": min(stamps),
+            },
+        )
+        return {(sid, rid) for sid, rid in cur.fetchall()}
+
+
 def find_late_rows(
     conn: psycopg.Connection,
     interval: Interval,

@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import (
     AirflowNotFoundException,
 )
 
-from services_sync.config import Settings, load_settings
+from services_sync.config import Settings, load_settings, source_hook_params
 from services_sync.gate import GateReading, fatal_problem, waiting_for
 from services_sync.payload import (
     Interval,
@@ -115,6 +115,8 @@ def check_run_setup(
             f"({first_line(exc)}). Run: GRANT SELECT ON service_requests TO <that role>;"
         ) from None
 
+    check_session_zone(settings)
+
     try:
         with connect(settings.state_conn_id) as conn:
             state.ensure_state_tables(conn, settings.state_schema)
@@ -127,6 +129,37 @@ def check_run_setup(
         ) from None
     log.info("Run set up for interval %s (batch size %d)", interval.label, batch_size)
     return interval.label
+
+
+def check_session_zone(settings: Settings) -> None:
+    """Fail, naming the fix, if the SQL operators would select a naive column in another zone.
+
+    The operators' sessions get ``-c TimeZone=<naive zone>`` (``source_hook_params``), but an
+    ``options`` extra on the source connection replaces it: the plan would then select a
+    ``timestamp without time zone`` column in the server's zone, and the records would carry
+    instants of another hour. Opened the way the operators open it.
+    """
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from services_sync.sql import load_sql
+
+    zone = settings.naive_timezone.key
+    hook = PostgresHook(postgres_conn_id=settings.source_conn_id, **source_hook_params(settings))
+    conn = hook.get_conn()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(load_sql("check_session_zone.sql"), {"zone": zone})
+            column_type, session_zone, zones_agree = cur.fetchone()
+    finally:
+        conn.close()
+    if column_type == "timestamp without time zone" and not zones_agree:
+        raise AirflowFailException(
+            f"service_requests.last_modified_date is a timestamp without time zone, read in "
+            f"SERVICES_SYNC_NAIVE_TIMEZONE={zone}, but the SQL operators' sessions on "
+            f"'{settings.source_conn_id}' run in {session_zone}: the 'options' extra of the "
+            f"connection replaces the session settings the DAG sets. Add -c TimeZone={zone} to "
+            f'it (e.g. {{"options": "-c search_path=<schema> -c TimeZone={zone}"}}).'
+        )
 
 
 def keep_plan(

@@ -76,9 +76,27 @@ def format_timestamp(value: object, field: str, naive_timezone: tzinfo = UTC) ->
             raise InvalidRow(f"{field} is a date without a time: {value.isoformat()}")
         raise InvalidRow(f"{field} has type {type(value).__name__}, expected a timestamp")
     if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=naive_timezone)
+        value = localize_naive(value, naive_timezone)
     # isoformat (C, zero-padded 4-digit year) rather than strftime: several times faster.
     return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
+def localize_naive(value: datetime, zone: tzinfo) -> datetime:
+    """A naive wall-clock time in ``zone``, resolved the way PostgreSQL resolves it.
+
+    The interval is selected by PostgreSQL (a ``timestamp`` column compared with ``timestamptz``
+    bounds in the session's zone, which every connection sets to the naive zone), so the record
+    must carry the instant PostgreSQL saw: a wall time that occurs twice (clocks go back) is the
+    *later* instant; a wall time that never occurred (clocks go forward) takes the offset from
+    before the change. Python's default (``fold=0``) would pick the earlier instant of a repeated
+    hour and stamp the record with a time outside the interval that selected it.
+    """
+    first = value.replace(tzinfo=zone, fold=0)
+    second = value.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    exists = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == value
+    return second if exists else first
 
 
 def format_identifier(value: object, field: str) -> str:

@@ -116,3 +116,50 @@ def test_a_role_without_select_gets_the_grant_to_run(source_db, api, monkeypatch
 def test_a_bad_batch_size_is_refused(source_db, api):
     with pytest.raises(AirflowFailException, match="batch_size"):
         setup(params={"batch_size": 0})
+
+
+def _with_options(dsn, options):
+    """The source connection as JSON with an ``options`` extra (as a user would set it)."""
+    parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": parts["host"],
+            "port": int(parts["port"]),
+            "login": parts["user"],
+            "schema": parts["dbname"],
+            "extra": {"options": options},
+        }
+    )
+
+
+def test_an_options_extra_that_drops_the_naive_zone_is_named(source_db, api, monkeypatch):
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE service_requests ALTER last_modified_date TYPE timestamp,"
+            " ALTER opening_date TYPE timestamp"
+        )
+        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET TimeZone = 'America/New_York'")
+    monkeypatch.setenv("SERVICES_SYNC_NAIVE_TIMEZONE", "Europe/Madrid")
+
+    assert setup()  # the operators' sessions get -c TimeZone=Europe/Madrid
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_SOURCE_DB", _with_options(source_db, "-c search_path=public")
+    )
+    with pytest.raises(AirflowFailException, match=r"America/New_York.*-c TimeZone=Europe/Madrid"):
+        setup()
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_SOURCE_DB",
+        _with_options(source_db, "-c search_path=public -c TimeZone=Europe/Madrid"),
+    )
+    assert setup()
+
+
+def test_a_timestamptz_column_does_not_depend_on_the_session_zone(source_db, api, monkeypatch):
+    monkeypatch.setenv("SERVICES_SYNC_NAIVE_TIMEZONE", "Europe/Madrid")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SERVICES_SOURCE_DB", _with_options(source_db, "-c search_path=public")
+    )
+    assert setup()

@@ -108,6 +108,51 @@ def test_records_superseded_by_a_later_version_are_dropped_at_send_time(state_db
     assert drop_superseded_records(fresh, batch, load_settings()) == (fresh, 0)
 
 
+def test_a_record_whose_row_left_its_slice_without_a_newer_version_is_still_sent(state_db):
+    """Absent from the batch's time slice is not superseded: before, every such record was
+    dropped, so a slice read empty (rows deleted, or a naive column read in another zone)
+    skipped the whole batch silently."""
+    source_rows = rows(4)
+    with psycopg.connect(state_db, autocommit=True) as conn:
+        insert_rows(conn, source_rows)
+        body, batch = seed_batch(state_db, "run-1", source_rows)
+        conn.execute("DELETE FROM service_requests WHERE request_id IN ('R000', 'R001')")
+        conn.execute(  # set back to an older time: not a newer version either
+            "UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R002'",
+            (H - timedelta(hours=3),),
+        )
+        conn.execute(
+            "UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R003'",
+            (H + timedelta(hours=2),),
+        )
+    fresh, superseded = drop_superseded_records(body, batch, load_settings())
+    assert superseded == 1
+    assert [r["request_id"] for r in body_records(fresh)] == ["R000", "R001", "R002"]
+
+    with psycopg.connect(state_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM service_requests")
+    assert drop_superseded_records(body, batch, load_settings()) == (body, 0)
+
+
+def test_a_newer_version_within_a_second_of_the_sent_one_is_not_mistaken_for_it(state_db):
+    """Sent stamps are whole seconds: a row at 10:05:00.4 was sent as 10:05:00Z; moved to
+    10:05:00.9 it still formats the same and stays; moved to 10:05:01 it is newer."""
+    source_rows = [("water", "S1", H, "1", H + timedelta(minutes=5, microseconds=400_000))]
+    with psycopg.connect(state_db, autocommit=True) as conn:
+        insert_rows(conn, source_rows)
+        body, batch = seed_batch(state_db, "run-1", source_rows)
+        conn.execute(
+            "UPDATE service_requests SET last_modified_date = %s",
+            (H + timedelta(minutes=5, microseconds=900_000),),
+        )
+        assert drop_superseded_records(body, batch, load_settings()) == (body, 0)
+        conn.execute(
+            "UPDATE service_requests SET last_modified_date = %s",
+            (H + timedelta(minutes=5, seconds=1),),
+        )
+    assert drop_superseded_records(body, batch, load_settings()) == (None, 1)
+
+
 def send_lane(run_id: str, interval_start) -> dict:
     """One try of delivery lane 1 of 1, as a task would run it."""
     from types import SimpleNamespace

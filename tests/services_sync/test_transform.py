@@ -76,6 +76,25 @@ def test_naive_timestamps_use_the_configured_zone():
 
 
 @pytest.mark.parametrize(
+    ("wall", "expected"),
+    [
+        # clocks go back at 03:00 CEST: 02:30 happens twice; PostgreSQL reads the later one (CET)
+        (datetime(2025, 10, 26, 2, 30), "2025-10-26T01:30:00Z"),
+        # clocks go forward at 02:00 CET: 02:30 never happens; PostgreSQL keeps the CET offset
+        (datetime(2025, 3, 30, 2, 30), "2025-03-30T01:30:00Z"),
+        (datetime(2025, 10, 26, 1, 59, 59), "2025-10-25T23:59:59Z"),
+        (datetime(2025, 10, 26, 3, 0), "2025-10-26T02:00:00Z"),
+    ],
+    ids=["repeated-hour", "skipped-hour", "before-change", "after-change"],
+)
+def test_naive_timestamps_at_a_dst_change_resolve_as_postgresql_does(wall, expected):
+    # The expected values are what PostgreSQL 15 returns for
+    # SET TIME ZONE 'Europe/Madrid'; SELECT '<wall>'::timestamp::timestamptz AT TIME ZONE 'UTC'
+    # (the e2e test tests/dags/test_naive_timestamps_e2e.py checks it on the real server).
+    assert format_timestamp(wall, "x", ZoneInfo("Europe/Madrid")) == expected
+
+
+@pytest.mark.parametrize(
     ("value", "reason"),
     [
         (None, "opening_date is NULL"),
