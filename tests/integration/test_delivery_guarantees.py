@@ -281,3 +281,140 @@ def test_reconciliation_names_rows_committed_after_the_interval_was_read(
         reconcile_interval(**kwargs)
     assert "1 row(s) in the interval were committed after it was read" in str(info.value)
     assert "LATE-1 (roads)" in str(info.value)
+
+
+def reconcile_kwargs(run):
+    return {
+        "dag_id": DAG_ID,
+        "run_id": run.run_id,
+        "data_interval_start": H,
+        "data_interval_end": H + timedelta(hours=1),
+    }
+
+
+def ledger_statuses(dsn, run_id):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT batch_index, status FROM services_sync.delivery_ledger WHERE run_id = %s"
+            " ORDER BY batch_index",
+            (run_id,),
+        ).fetchall()
+
+
+@pytest.mark.parametrize(
+    ("fault", "replaced"),
+    [
+        pytest.param({"status": 400, "match": "R004"}, [1], id="one-batch-replaced"),
+        pytest.param({"status": 400, "times": 2}, [0, 1], id="every-batch-replaced"),
+    ],
+)
+def test_a_run_whose_batches_a_later_build_replaced_reconciles_without_a_false_alarm(
+    dag, airflow_db, source_db, receiver, fault, replaced
+):
+    """Regression (issue 13, item 4): the run's ledger rows that a later build of the interval
+    replaced were read by the reconciliation (never acknowledged: "sent 3, acknowledged None")
+    while record_delivery ignores them, so clearing the failed run alarmed on a delivered hour."""
+    from services_sync.record import record_delivery
+
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows(6))
+    requests.post(f"{receiver.url}/faults", json={"faults": [fault]}, timeout=5).raise_for_status()
+    first = run_hour(dag, H, batch_size=3)
+    assert first.state == "failed"  # the receiver refused a batch
+    rerun = run_hour(dag, H, batch_size=3)  # the rebuild of the hour delivers it
+    assert rerun.state == "success"
+    assert [
+        i for i, status in ledger_statuses(source_db, first.run_id) if status == "replaced"
+    ] == (replaced)
+    stats = requests.get(f"{receiver.url}/inspect/stats", timeout=5).json()
+    assert stats["records"] == 6
+
+    # Clearing the failed run's tasks afterwards: both tasks read the same (current) batches.
+    result = reconcile_interval(**reconcile_kwargs(first))
+    assert result["replaced_batches"] == len(replaced)
+    assert result["batches"] == 2 - len(replaced)
+    assert result["rows_acknowledged"] == 3 * (2 - len(replaced))
+    assert result["late_rows"] == 0
+    summary = record_delivery(dag_id=DAG_ID, run_id=first.run_id, interval=INTERVAL)
+    assert summary["batches"] == 2 - len(replaced)
+    assert summary["replaced_batches"] == len(replaced)
+    assert reconcile_interval(**reconcile_kwargs(rerun))["replaced_batches"] == 0
+
+
+def test_a_row_updated_in_place_without_touching_last_modified_date_is_a_warning_not_an_alarm(
+    dag, airflow_db, source_db, receiver, caplog
+):
+    """Regression (issue 13, item 4): an UPDATE that leaves last_modified_date alone made the
+    row's version newer than the read's snapshot, and the reconciliation failed the run with a
+    late-commit alarm. Now: the in-place update is a warning naming the cause and the fix, an
+    update that changes nothing the contract carries is no alarm at all."""
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows(6))
+    run = run_hour(dag, H, batch_size=4)
+    assert run.state == "success"
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute("UPDATE service_requests SET status_id = '7' WHERE request_id = 'R002'")
+        conn.execute("UPDATE service_requests SET status_id = status_id WHERE request_id = 'R004'")
+    with caplog.at_level("WARNING", logger="services_sync"):
+        result = reconcile_interval(**reconcile_kwargs(run))
+    assert result["late_rows"] == 0
+    assert result["updated_in_place_rows"] == 1
+    assert result["unchanged_late_rows"] == 1
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "updated in place without touching last_modified_date" in warning
+    assert "R002 (water)" in warning and "status_id 1 -> 7" in warning
+    assert "R004" not in warning
+    assert "clear this run" in warning
+
+
+def test_a_quarantined_row_touched_after_the_read_is_reported_as_quarantined_not_late(
+    dag, airflow_db, source_db, receiver
+):
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, [*rows(3), ("water", "BAD-1", H, "open", H + timedelta(minutes=30))])
+    run = run_hour(dag, H)
+    assert run.state == "success"
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute("UPDATE service_requests SET status_id = status_id WHERE request_id = 'BAD-1'")
+    result = reconcile_interval(**reconcile_kwargs(run))
+    assert (result["late_rows"], result["quarantined_late_rows"]) == (0, 1)
+
+
+def test_a_late_commit_still_alarms_next_to_an_in_place_update_and_says_which_is_which(
+    dag, airflow_db, source_db, receiver
+):
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, rows(6))
+    run = run_hour(dag, H, batch_size=4)
+    assert run.state == "success"
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute("UPDATE service_requests SET status_id = '7' WHERE request_id = 'R002'")
+        # A new version inside the interval, committed after the read: a late commit too.
+        conn.execute(
+            "UPDATE service_requests SET status_id = '3', last_modified_date = %s"
+            " WHERE request_id = 'R005'",
+            (H + timedelta(minutes=50),),
+        )
+        insert_rows(conn, [("roads", "LATE-1", H, "2", H + timedelta(minutes=59))])
+    with pytest.raises(AirflowFailException) as info:
+        reconcile_interval(**reconcile_kwargs(run))
+    message = str(info.value)
+    assert "2 row(s) in the interval were committed after it was read" in message
+    assert "LATE-1 (roads)" in message and "R005 (water)" in message
+    assert "1 row(s) were updated in place without touching last_modified_date" in message
+    late_part = message.split("committed after it was read")[1].split("\n")[0]
+    assert "R002" not in late_part
+
+
+def test_a_row_committed_into_an_interval_read_empty_is_a_late_commit(
+    dag, airflow_db, source_db, receiver
+):
+    run = run_hour(dag, H)
+    assert run.state == "success"
+    assert reconcile_interval(**reconcile_kwargs(run))["late_rows"] == 0
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        insert_rows(conn, [("roads", "LATE-1", H, "2", H + timedelta(minutes=59))])
+    with pytest.raises(
+        AirflowFailException, match=r"1 row\(s\) in the interval .*LATE-1 \(roads\)"
+    ):
+        reconcile_interval(**reconcile_kwargs(run))
