@@ -21,7 +21,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
 from services_sync.db import state_sql
-from services_sync.payload import BatchBounds, Interval, body_sha256, pack_body
+from services_sync.payload import BatchBounds, Interval, body_sha256, pack_body, unpack_body
 
 
 def keep_plan(
@@ -379,6 +379,39 @@ def run_batches(conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: s
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(state_sql("run_batches.sql", schema), {"dag_id": dag_id, "run_id": run_id})
         return cur.fetchall()
+
+
+def current_batches(
+    conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: str
+) -> tuple[list[dict], list[dict]]:
+    """A run's current ledger rows, and those a later build of its interval replaced.
+
+    A batch a later build replaced (status ``replaced``: another run of the interval rebuilt it
+    before it was acknowledged) is that build's to send and to account for; this run neither
+    sends it nor answers for it. ``record_delivery`` and ``reconcile_interval`` both read a run
+    through here, so they judge the same batches.
+    """
+    batches = run_batches(conn, schema, dag_id=dag_id, run_id=run_id)
+    return (
+        [b for b in batches if b["status"] != "replaced"],
+        [b for b in batches if b["status"] == "replaced"],
+    )
+
+
+def batch_bodies(
+    conn: psycopg.Connection, schema: str, *, dag_id: str, run_id: str, batch_indexes: Sequence[int]
+) -> Iterator[tuple[int, str]]:
+    """``(batch_index, JSON body)`` of these batches of a run, one stored body at a time.
+
+    A body the retention deleted is left out.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            state_sql("batch_bodies.sql", schema),
+            {"dag_id": dag_id, "run_id": run_id, "batch_indexes": list(batch_indexes)},
+        )
+        while (row := cur.fetchone()) is not None:
+            yield row[0], unpack_body(bytes(row[1]))
 
 
 def window_batches(conn: psycopg.Connection, schema: str, *, window_id: int) -> list[dict]:

@@ -51,12 +51,13 @@ def record_delivery(
             raise alerts.AlreadyAlerted(
                 "this run built no batches: an earlier task failed (its alert says why)"
             )
-        batches = (
-            outbox.window_batches(conn, schema, window_id=window_id)
-            if window_id is not None
-            else outbox.run_batches(conn, schema, dag_id=dag_id, run_id=run_id)
-        )
+        if window_id is not None:
+            batches, replaced = outbox.window_batches(conn, schema, window_id=window_id), []
+        else:
+            # The batches reconcile_interval judges too: not those a later build replaced.
+            batches, replaced = outbox.current_batches(conn, schema, dag_id=dag_id, run_id=run_id)
         summary = summarize(batches, label=interval.label if interval else f"window {window_id}")
+        summary["replaced_batches"] = len(replaced)
         pruned = outbox.prune_bodies(
             conn,
             schema,
@@ -77,6 +78,12 @@ def record_delivery(
                 **{k: summary[k] for k in _RUN_COLUMNS},
             )
     log.info("%s", format_summary(summary, batches))
+    if replaced:
+        log.info(
+            "%d batch(es) of this run were replaced by a later build of the interval before they "
+            "were acknowledged: that build sends them",
+            len(replaced),
+        )
     if open_batches:
         raise AirflowFailException(
             unacknowledged_message(dag_id, summary["interval"], interval, open_batches, batches)
@@ -156,6 +163,11 @@ def _numbers(batches: Sequence[Mapping[str, Any]]) -> str:
 def format_summary(summary: Mapping[str, Any], batches: Sequence[Mapping[str, Any]]) -> str:
     """The run summary as a small text table for the task log."""
     if not summary["batches"]:
+        if summary.get("replaced_batches"):
+            return (
+                f"Interval {summary['interval']}: all {summary['replaced_batches']} batch(es) of "
+                "this run were replaced by a later build of the interval, which sends them."
+            )
         return f"Interval {summary['interval']}: 0 changes, nothing to send."
     lines = [
         f"{summary['interval']}: {summary['rows_extracted']} rows extracted, "

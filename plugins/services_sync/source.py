@@ -91,25 +91,18 @@ def newer_versions(
 def find_late_rows(
     conn: psycopg.Connection,
     interval: Interval,
-    batches: list[dict[str, Any]],
-    limit: int = 20,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Rows now in the interval that no batch's read could see (see ``find_late_rows.sql``).
+    batches: Sequence[dict[str, Any]],
+    limit: int = 1000,
+) -> tuple[int, list[tuple[int | None, tuple]]]:
+    """Rows now in the interval that the read of their batch could not see (``find_late_rows.sql``).
 
-    With no batch at all (an empty interval), every row now in the interval is late.
+    ``batches``: the run's current ledger rows (keyset bounds and read snapshot). Returns how
+    many such rows there are, and the first ``limit`` of them in sort-key order, each as
+    ``(batch_index of the batch whose range holds it, row in fetch_batch.sql's columns)``.
+    With no batch at all (an interval read empty), every row now in the interval is returned,
+    with batch_index None.
     """
     with conn.cursor() as cur:
-        if not batches:
-            cur.execute(
-                load_sql("current_versions.sql"),
-                {"window_start": interval.start, "window_end": interval.end},
-            )
-            rows = cur.fetchall()
-            sample = [
-                {"service_id": r[0], "request_id": r[1], "last_modified_date": r[2].isoformat()}
-                for r in rows[:limit]
-            ]
-            return len(rows), sample
         cur.execute(
             load_sql("find_late_rows.sql"),
             {
@@ -125,8 +118,12 @@ def find_late_rows(
                 "limit": limit,
             },
         )
-        late_rows, sample = cur.fetchone()
-        return int(late_rows), list(sample)
+        found = cur.fetchall()
+    total = int(found[0][-1]) if found else 0
+    return total, [
+        (batches[row[0] - 1]["batch_index"] if row[0] is not None else None, tuple(row[1:-1]))
+        for row in found
+    ]
 
 
 def check_source_access(conn: psycopg.Connection) -> None:

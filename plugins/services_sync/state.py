@@ -7,7 +7,7 @@ The ledger and the outbox (built batches and their acknowledgments) are in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -67,3 +67,26 @@ def record_run(conn: psycopg.Connection, schema: str, **values: Any) -> None:
     """Finish the summary row of a run whose batches were all acknowledged (``record_run.sql``)."""
     with conn.cursor() as cur:
         cur.execute(state_sql("record_run.sql", schema), values)
+
+
+def quarantined_fingerprints(
+    conn: psycopg.Connection,
+    schema: str,
+    *,
+    dag_id: str,
+    interval_start: datetime,
+    fingerprints: Sequence[str],
+) -> set[str]:
+    """Which of these row versions (``row_fingerprint``) are quarantined for the interval."""
+    if not fingerprints:
+        return set()
+    with conn.cursor() as cur:
+        cur.execute(
+            state_sql("quarantined_fingerprints.sql", schema),
+            {
+                "dag_id": dag_id,
+                "interval_start": interval_start,
+                "fingerprints": list(fingerprints),
+            },
+        )
+        return {row[0] for row in cur.fetchall()}

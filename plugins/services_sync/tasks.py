@@ -25,6 +25,7 @@ from services_sync.config import Settings, load_settings, source_hook_params
 from services_sync.gate import GateReading, fatal_problem, waiting_for
 from services_sync.payload import (
     Interval,
+    body_records,
     build_body,
     hourly_interval,
     idempotency_key,
@@ -340,19 +341,27 @@ def reconcile_interval(
 ) -> dict[str, Any]:
     """Last task: prove the interval was delivered whole, or fail loudly (no retries).
 
+    Judges the run's current batches, the ones ``record_delivery`` judged: a batch a later
+    build of the interval replaced is that build's to deliver (counted as replaced).
+
     * every batch's ack count equals what it sent, and every extracted row was sent,
       quarantined, or superseded by a newer version;
-    * no row now in the interval was committed after the batch covering it read the table (a
-      late commit that escaped the gate: a writer's clock beyond the skew margin, or a
-      timestamp set by the application). Such rows are named; clearing the run sends them.
+    * no row now in the interval was committed after the batch covering it read the table and
+      never sent (a late commit that escaped the gate: a writer's clock beyond the skew margin,
+      or a timestamp set by the application). Such rows are named; clearing the run sends them.
+      A row the read could not see is compared with what its batch sent
+      (:mod:`services_sync.reconcile`): updated in place without touching
+      ``last_modified_date`` is a warning naming the cause and the fix, not a failure; sent
+      with the same content, or quarantined, needs nothing.
     """
-    from services_sync import outbox, source
+    from services_sync import outbox, reconcile, source, state
     from services_sync.db import connect
 
     settings = settings or load_settings()
+    schema = settings.state_schema
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     with connect(settings.state_conn_id) as conn:
-        batches = outbox.run_batches(conn, settings.state_schema, dag_id=dag_id, run_id=run_id)
+        batches, replaced = outbox.current_batches(conn, schema, dag_id=dag_id, run_id=run_id)
     problems = []
     for b in batches:
         if b["rows_sent"] and b["accepted"] != b["rows_sent"]:
@@ -365,32 +374,75 @@ def reconcile_interval(
                 f"batch {b['batch_index'] + 1}: extracted {b['rows_extracted']} but sent, "
                 f"quarantined and superseded {accounted}"
             )
-    with connect(settings.source_conn_id) as conn:
-        late_rows, sample = source.find_late_rows(conn, interval, batches)
-    if late_rows:
-        named = ", ".join(
-            f"{r['request_id']} ({r['service_id']}) at {r['last_modified_date']}" for r in sample
+    if replaced:
+        log.info(
+            "%d batch(es) of this run were replaced by a later build of %s (another run of the "
+            "interval), which sends and reconciles them: %s",
+            len(replaced),
+            interval.label,
+            ", ".join(str(b["batch_index"] + 1) for b in replaced[:20]),
         )
-        problems.append(
-            f"{late_rows} row(s) in the interval were committed after it was read and were not "
-            f"sent: {named}. A writer's transaction or clock escaped the late-commit gate "
-            "(raise SERVICES_SYNC_CLOCK_SKEW_S); clear this run to send them"
+    late = reconcile.LateRows()
+    if batches or not replaced:  # every batch replaced: the later build answers for the interval
+        with connect(settings.source_conn_id) as conn:
+            total, found = source.find_late_rows(conn, interval, batches)
+        if found:
+            with connect(settings.state_conn_id) as conn:
+                quarantined = state.quarantined_fingerprints(
+                    conn,
+                    schema,
+                    dag_id=dag_id,
+                    interval_start=interval.start,
+                    fingerprints=[reconcile.fingerprint(row) for _, row in found],
+                )
+                holding = sorted({index for index, _ in found if index is not None})
+                sent = reconcile.sent_records(
+                    body_records(body)
+                    for _, body in outbox.batch_bodies(
+                        conn, schema, dag_id=dag_id, run_id=run_id, batch_indexes=holding
+                    )
+                )
+        else:
+            quarantined, sent = set(), {}
+        late = reconcile.classify_late_rows(
+            [row for _, row in found],
+            sent,
+            quarantined,
+            total=total,
+            naive_timezone=settings.naive_timezone,
         )
+    for note in reconcile.quiet_notes(late):
+        log.info("Reconciliation of %s: %s", interval.label, note)
+    in_place = reconcile.in_place_warning(late)
+    late_commits = reconcile.late_commit_problem(late)
+    if late_commits:
+        problems.append(late_commits)
     if problems:
+        if in_place:
+            problems.append(in_place)
         raise AirflowFailException(
             f"Reconciliation of {interval.label} failed:\n- " + "\n- ".join(problems)
         )
+    if in_place:
+        log.warning("Reconciliation of %s: %s", interval.label, in_place)
     result = {
         "interval": interval.label,
         "batches": len(batches),
+        "replaced_batches": len(replaced),
         "rows_acknowledged": sum(b["accepted"] or 0 for b in batches),
         "late_rows": 0,
+        "updated_in_place_rows": len(late.updated_in_place),
+        "unchanged_late_rows": len(late.unchanged),
+        "quarantined_late_rows": len(late.quarantined),
     }
     log.info(
-        "Reconciled %s: %d batches, %d rows acknowledged, no late rows",
+        "Reconciled %s: %d batches (%d replaced by a later build), %d rows acknowledged, no late "
+        "commits, %d row(s) updated in place",
         interval.label,
         result["batches"],
+        result["replaced_batches"],
         result["rows_acknowledged"],
+        result["updated_in_place_rows"],
     )
     return result
 
