@@ -11,7 +11,7 @@ data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON ba
 | `build_batches` | reads the interval batch by batch, converts rows to the API contract, quarantines bad rows, and writes each JSON body and its `Idempotency-Key` to the outbox |
 | `post_batches` | `SERVICES_SYNC_LANES` delivery lanes (`HttpOperator`): each POSTs its batches in order over one session, 30 s timeout, records every ack as it comes; retried with backoff + jitter + `Retry-After`, a retry resumes at the first unacknowledged batch |
 | `record_delivery` | checks in the ledger that every batch was acknowledged (one alert naming those that were not), logs the run summary |
-| `reconcile_interval` | fails loudly if an ack count differs from what was sent, or a row now in the interval was committed after it was read |
+| `reconcile_interval` | over the run's current batches (not those a later build replaced): fails loudly if an ack count differs from what was sent, or a row now in the interval was committed after it was read and never sent; warns, naming the fix, about rows updated in place without touching `last_modified_date` |
 
 **Connections:** `services_source_db` (postgres; `SELECT` on `service_requests`),
 `services_api` (http; host, scheme and auth header of the receiver; extra
