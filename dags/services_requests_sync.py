@@ -17,6 +17,9 @@ data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON ba
 `services_api` (http; host, scheme and auth header of the receiver; extra
 `{"Content-Encoding": "gzip"}` sends compressed bodies). State tables (ledger, outbox,
 quarantine) go to schema `services_sync` of `SERVICES_SYNC_STATE_CONN_ID` (default: the source).
+A `timestamp without time zone` source is read in `SERVICES_SYNC_NAIVE_TIMEZONE` by every task
+(selection and formatting); rows holding values the contract cannot carry (`'infinity'`, a year
+past 9999, a fractional status) are quarantined and never fail their batch.
 
 **Params:** `batch_size` (records per POST, default 1000), `max_batch_bytes` (default 1 MiB).
 
