@@ -54,6 +54,7 @@ prepared AS (
           FROM pg_locks AS x
           JOIN table_locks AS t ON t.virtualtransaction = x.virtualtransaction
           WHERE x.locktype = 'transactionid' AND x.transactionid = p.transaction
+            AND x.pid IS NULL AND t.pid IS NULL
       )
 )
 SELECT now() >= bound.until                                   AS end_passed,
