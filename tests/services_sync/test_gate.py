@@ -11,8 +11,8 @@ from services_sync.config import load_settings
 from services_sync.gate import (
     GateReading,
     fatal_problem,
-    unrelated_writers_left,
     unrelated_writers_ignored,
+    unrelated_writers_left,
     waiting_for,
 )
 from services_sync.tasks import commit_gate_failed, commit_gate_open
