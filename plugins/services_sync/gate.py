@@ -96,9 +96,8 @@ def unrelated_writers_ignored(reading: GateReading) -> str | None:
         f"{reading.unrelated_pid} ({reading.unrelated_who}), open for "
         f"{reading.unrelated_age_s or 0:.0f} s. Not waited for past "
         f"{reading.unrelated_wait_s:.0f} s after the interval end plus the clock-skew margin "
-        "(param unrelated_wait_s): if "
-        "one writes service_requests later with its old start time, reconcile_interval catches "
-        "the late row"
+        "(param unrelated_wait_s): if one writes service_requests later with its old start time, "
+        "reconcile_interval catches the late row"
     )
 
 
@@ -116,9 +115,9 @@ def waiting_for(reading: GateReading) -> str | None:
             else f"prepared transaction {reading.oldest_prepared_gid!r}"
         )
         return (
-            f"waiting for {reading.open_writers} open and {reading.open_prepared} prepared write "
-            f"transaction(s) that started before the interval end to finish; the oldest is {who}, "
-            f"open for {reading.oldest_age_s or 0:.0f} s"
+            f"waiting for {reading.open_writers} open and {reading.open_prepared} prepared "
+            "transaction(s) that wrote service_requests and started before the interval end to "
+            f"finish; the oldest is {who}, open for {reading.oldest_age_s or 0:.0f} s"
         )
     left = unrelated_writers_left(reading)
     if left:
@@ -160,8 +159,8 @@ def fatal_problem(reading: GateReading, max_open_transaction: timedelta) -> str 
             "A transaction that wrote service_requests and started before the interval end has "
             f"been open for {reading.oldest_age_s:.0f} s (limit {limit:.0f} s): {who}. Its rows "
             "could belong to this interval, so it is not read until that transaction ends. Commit "
-            "or end it "
-            "(SELECT pg_terminate_backend(<pid>); / ROLLBACK PREPARED '<gid>';), then clear this "
-            "run; raise SERVICES_SYNC_MAX_OPEN_TRANSACTION_S if such transactions are normal."
+            "or end it (SELECT pg_terminate_backend(<pid>); / ROLLBACK PREPARED '<gid>';), then "
+            "clear this run; raise SERVICES_SYNC_MAX_OPEN_TRANSACTION_S if such transactions are "
+            "normal."
         )
     return None
