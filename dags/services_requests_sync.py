@@ -6,7 +6,7 @@ data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON ba
 | task | what it does |
 |---|---|
 | `check_run_setup` | fails at once, naming the fix, on a wrong interval, a missing connection or grant; creates the state tables |
-| `wait_for_open_transactions` | late-commit gate: waits until the interval end + clock skew has passed on the database clock and no write transaction that started before it is still open; fails, naming the pid, if one stays open too long |
+| `wait_for_open_transactions` | late-commit gate: waits until the interval end + clock skew has passed on the database clock and no transaction that started before it and wrote `service_requests` (holds a lock on it or a partition, prepared ones included) is still open; fails, naming the pid, if one stays open too long. Other old write transactions are waited for at most `unrelated_wait_s` past the end + skew, then the gate opens with a warning naming them |
 | `plan_batches` | one SQL query plans keyset batches of at most `batch_size` rows; the interval's first plan is kept and reused by its reruns |
 | `build_batches` | reads the interval batch by batch, converts rows to the API contract, quarantines bad rows, and writes each JSON body and its `Idempotency-Key` to the outbox |
 | `post_batches` | `SERVICES_SYNC_LANES` delivery lanes (`HttpOperator`): each POSTs its batches in order over one session, 30 s timeout, records every ack as it comes; retried with backoff + jitter + `Retry-After`, a retry resumes at the first unacknowledged batch |
@@ -17,8 +17,13 @@ data interval `[H:00, H+1:00)` UTC to `POST /services-data/requests`, as JSON ba
 `services_api` (http; host, scheme and auth header of the receiver; extra
 `{"Content-Encoding": "gzip"}` sends compressed bodies). State tables (ledger, outbox,
 quarantine) go to schema `services_sync` of `SERVICES_SYNC_STATE_CONN_ID` (default: the source).
+A `timestamp without time zone` source is read in `SERVICES_SYNC_NAIVE_TIMEZONE` by every task
+(selection and formatting); rows holding values the contract cannot carry (`'infinity'`, a year
+past 9999, a fractional status) are quarantined and never fail their batch.
 
-**Params:** `batch_size` (records per POST, default 1000), `max_batch_bytes` (default 1 MiB).
+**Params:** `batch_size` (records per POST, default 1000), `max_batch_bytes` (default 1 MiB),
+`unrelated_wait_s` (how long the gate waits for old write transactions that hold no lock on
+`service_requests`; default `SERVICES_SYNC_UNRELATED_WRITER_WAIT_S`, 300).
 
 **Buffer, order, no stale overwrite.** Bodies wait in the outbox until acknowledged. An hour
 that fails past its retry budget does not block later hours: the next run's lanes send its
@@ -55,6 +60,7 @@ from services_sync.dag_defaults import (
     allow_dag_test,
     batch_params,
     default_args,
+    gate_params,
     is_test_run,
     stuck_run_deadline,
 )
@@ -74,7 +80,7 @@ SETTINGS = load_settings()
     template_searchpath=[str(SETTINGS.sql_dir)],
     default_args=default_args(SETTINGS),  # retries, failure alert (e-mail / Slack)
     deadline=stuck_run_deadline(SETTINGS),  # alert on a run still unfinished after 2 h
-    params=batch_params(SETTINGS),
+    params={**batch_params(SETTINGS), **gate_params(SETTINGS)},
     tags=["services", "sync", "hourly"],
     doc_md=__doc__,
 )
@@ -107,6 +113,7 @@ def services_requests_sync():
         parameters={
             "window_end": "{{ data_interval_end }}",
             "clock_skew_s": SETTINGS.clock_skew.total_seconds(),
+            "unrelated_wait_s": "{{ params.unrelated_wait_s }}",
         },
         selector=list,
         success=tasks.commit_gate_open,

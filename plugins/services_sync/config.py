@@ -96,6 +96,18 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} must be on or off")
 
 
+def _unrelated_writer_wait(env: Mapping[str, str], max_open_transaction: timedelta) -> timedelta:
+    name = "SERVICES_SYNC_UNRELATED_WRITER_WAIT_S"
+    seconds = _float(env, name, 300.0, minimum=0.0)
+    limit = max_open_transaction.total_seconds()
+    if seconds > limit:
+        raise ConfigError(
+            f"{name}={seconds:g} must be at most SERVICES_SYNC_MAX_OPEN_TRANSACTION_S ({limit:g}): "
+            "the gate's timeout is sized for that; lower it or raise the other"
+        )
+    return timedelta(seconds=seconds)
+
+
 def _deadline(env: Mapping[str, str]) -> timedelta | None:
     minutes = _float(env, "SERVICES_SYNC_RUN_DEADLINE_MIN", 120.0)
     return timedelta(minutes=minutes) if minutes > 0 else None
@@ -155,6 +167,7 @@ class Settings:
     outbox_retention: timedelta
     clock_skew: timedelta
     max_open_transaction: timedelta
+    unrelated_writer_wait: timedelta
     gate_poke_interval: timedelta
     commit_gate: bool
     alert_smtp_conn_id: str
@@ -202,6 +215,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate all settings; raise :class:`ConfigError` naming the variable to fix."""
     env = os.environ if env is None else env
     source_conn_id = _get(env, "SERVICES_SYNC_SOURCE_CONN_ID", "services_source_db")
+    max_open_transaction = timedelta(
+        seconds=_float(env, "SERVICES_SYNC_MAX_OPEN_TRANSACTION_S", 1800.0, minimum=1.0)
+    )
     return Settings(
         start_date=_start_date(env),
         catchup=_switch(env, "SERVICES_SYNC_CATCHUP", default=True),
@@ -220,9 +236,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             hours=_float(env, "SERVICES_SYNC_OUTBOX_RETENTION_H", 24.0, minimum=0.0)
         ),
         clock_skew=timedelta(seconds=_float(env, "SERVICES_SYNC_CLOCK_SKEW_S", 60.0)),
-        max_open_transaction=timedelta(
-            seconds=_float(env, "SERVICES_SYNC_MAX_OPEN_TRANSACTION_S", 1800.0, minimum=1.0)
-        ),
+        max_open_transaction=max_open_transaction,
+        unrelated_writer_wait=_unrelated_writer_wait(env, max_open_transaction),
         commit_gate=_switch(env, "SERVICES_SYNC_COMMIT_GATE", default=True),
         alert_smtp_conn_id=_get(env, "SERVICES_SYNC_ALERT_SMTP_CONN_ID", "services_alerts_smtp"),
         alert_slack_conn_id=_get(env, "SERVICES_SYNC_ALERT_SLACK_CONN_ID", "services_alerts_slack"),

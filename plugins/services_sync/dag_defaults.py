@@ -67,6 +67,24 @@ def batch_params(settings: Settings) -> dict[str, Param]:
     }
 
 
+def gate_params(settings: Settings) -> dict[str, Param]:
+    """The per-run params of the late-commit gate (query mode only: CDC has no gate)."""
+    return {
+        "unrelated_wait_s": Param(
+            int(settings.unrelated_writer_wait.total_seconds()),
+            type="integer",
+            minimum=0,
+            maximum=int(settings.max_open_transaction.total_seconds()),
+            title="Unrelated writer wait (s)",
+            description=(
+                "How long after the interval end (plus clock skew) the late-commit gate still "
+                "waits for old write transactions that hold no lock on service_requests. Writers "
+                "of the table are always waited for; reconciliation catches a late row."
+            ),
+        ),
+    }
+
+
 def allow_dag_test(dag: DAG) -> DAG:
     """Let ``dag.test()`` and ``airflow dags test`` finish a run of a DAG with a DeadlineAlert.
 

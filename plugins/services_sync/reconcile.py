@@ -174,8 +174,10 @@ def late_commit_problem(late: LateRows) -> str | None:
     named = _named(late.late_commits) + (f" and {more} more" if more else "")
     return (
         f"{count} row(s) in the interval were committed after it was read and were not sent: "
-        f"{named}. A writer's transaction or clock escaped the late-commit gate (raise "
-        "SERVICES_SYNC_CLOCK_SKEW_S); clear this run to send them"
+        f"{named}. A writer's transaction or clock escaped the late-commit gate (an unrelated "
+        "writer the gate stopped waiting for: raise SERVICES_SYNC_UNRELATED_WRITER_WAIT_S; a "
+        "clock behind the skew margin: raise SERVICES_SYNC_CLOCK_SKEW_S); clear this run to "
+        "send them"
     )
 
 

@@ -7,9 +7,16 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 
 from services_sync.payload import BatchBounds, Interval
 from services_sync.sql import load_sql
+from services_sync.transform import Unloadable
+
+#: What psycopg raises for a value it cannot load ('infinity' or year 10000 timestamps: DataError;
+#: bytes that are not valid in the client encoding: UnicodeDecodeError, a ValueError).
+_LOAD_ERRORS = (psycopg.DataError, ValueError, OverflowError)
 
 
 def read_planned_batches(
@@ -29,11 +36,49 @@ def read_planned_batches(
             snapshot = cur.fetchone()[0]
             fetch = load_sql("fetch_batch.sql")
             for batch in plan:
-                cur.execute(fetch, _bounds(interval, batch.lower, batch.upper))
-                yield batch, cur.fetchall(), snapshot
+                rows = fetch_rows(cur, fetch, _bounds(interval, batch.lower, batch.upper))
+                yield batch, rows, snapshot
     finally:
         if not conn.broken:  # a lost connection (a source restart) has nothing to restore
             conn.isolation_level = previous
+
+
+def fetch_rows(cur: psycopg.Cursor, query: str, params: dict[str, Any]) -> list[tuple]:
+    """All rows of ``query``; a value the driver cannot load becomes :class:`Unloadable`.
+
+    The fast path is psycopg's C loaders. Only when one of them fails (a rare batch) is the query
+    run again, in the same transaction and so the same snapshot, with loaders that hand such a
+    value over as its text: the transform quarantines that row and the rest of the batch goes.
+    """
+    cur.execute(query, params)
+    try:
+        return cur.fetchall()
+    except _LOAD_ERRORS:
+        type_oids = {column.type_code for column in cur.description or ()}
+    with cur.connection.cursor() as lenient:
+        for oid in type_oids:
+            loader = psycopg.adapters.get_loader(oid, Format.TEXT)
+            if loader is not None:
+                lenient.adapters.register_loader(oid, _tolerant(loader))
+        lenient.execute(query, params)
+        return lenient.fetchall()
+
+
+def _tolerant(loader: type[Loader]) -> type[Loader]:
+    """``loader``, but a value it cannot load comes back as :class:`Unloadable`."""
+
+    class Tolerant(Loader):
+        def __init__(self, oid: int, context: Any = None) -> None:
+            super().__init__(oid, context)
+            self._inner = loader(oid, context)
+
+        def load(self, data: Any) -> Any:
+            try:
+                return self._inner.load(data)
+            except _LOAD_ERRORS as exc:
+                return Unloadable(bytes(data).decode("utf-8", "replace"), str(exc))
+
+    return Tolerant
 
 
 def _bounds(interval: Interval, lower: Sequence[str], upper: Sequence[str]) -> dict[str, Any]:
@@ -103,7 +148,10 @@ def find_late_rows(
     with batch_index None.
     """
     with conn.cursor() as cur:
-        cur.execute(
+        # Loaded as the build loads them: a value the driver cannot load is quarantined there,
+        # so here it must come back the same way (same fingerprint), not fail the task.
+        found = fetch_rows(
+            cur,
             load_sql("find_late_rows.sql"),
             {
                 "window_start": interval.start,
@@ -118,7 +166,6 @@ def find_late_rows(
                 "limit": limit,
             },
         )
-        found = cur.fetchall()
     total = int(found[0][-1]) if found else 0
     return total, [
         (batches[row[0] - 1]["batch_index"] if row[0] is not None else None, tuple(row[1:-1]))

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import (
 )
 
 from services_sync.config import Settings, load_settings, source_hook_params
-from services_sync.gate import GateReading, fatal_problem, waiting_for
+from services_sync.gate import GateReading, fatal_problem, unrelated_writers_ignored, waiting_for
 from services_sync.payload import (
     Interval,
     body_records,
@@ -287,8 +287,10 @@ def build_batches(
 def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> bool:
     """``SqlSensor.failure`` of the late-commit gate: raise, naming the fix, instead of waiting.
 
-    Fails (no retries) when the role cannot see other sessions or a transaction that may still
-    write into the interval has been open past ``SERVICES_SYNC_MAX_OPEN_TRANSACTION_S``.
+    Fails (no retries) when the role cannot see other sessions or a transaction that has written
+    ``service_requests`` and may still commit rows into the interval has been open past
+    ``SERVICES_SYNC_MAX_OPEN_TRANSACTION_S``. Unrelated writers never fail it (see
+    :func:`commit_gate_open`).
     """
     settings = settings or load_settings()
     if not settings.commit_gate:
@@ -300,7 +302,12 @@ def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> 
 
 
 def commit_gate_open(row: Sequence[Any], settings: Settings | None = None) -> bool:
-    """``SqlSensor.success`` of the late-commit gate: may the interval be read now?"""
+    """``SqlSensor.success`` of the late-commit gate: may the interval be read now?
+
+    Waits for the transactions that have written ``service_requests``; waits for other old write
+    transactions only up to the run's ``unrelated_wait_s`` and then opens with a WARNING naming
+    the oldest (reconciliation catches a row one of them writes late).
+    """
     settings = settings or load_settings()
     reading = GateReading.from_row(row)
     if not settings.commit_gate:
@@ -312,6 +319,10 @@ def commit_gate_open(row: Sequence[Any], settings: Settings | None = None) -> bo
     if reason:
         log.info("Interval not readable yet: %s", reason)
         return False
+    ignored = unrelated_writers_ignored(reading)
+    if ignored:
+        log.warning("Interval readable, without waiting longer: %s", ignored)
+        return True
     log.info(
         "Interval readable: its end has passed and no write transaction from before it is open"
     )

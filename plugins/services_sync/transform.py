@@ -42,6 +42,19 @@ class InvalidRow(ValueError):
 
 
 @dataclass(frozen=True)
+class Unloadable:
+    """A source value the database driver could not turn into a Python value.
+
+    ``'infinity'`` and years outside 1..9999 fit a PostgreSQL timestamp but no Python datetime;
+    the reader hands such a value over as its text so that the row is quarantined with a reason
+    instead of failing every row read with it.
+    """
+
+    text: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Rejected:
     """A row that was not sent, with the reason and a JSON-safe copy of what it held."""
 
@@ -72,13 +85,20 @@ def format_timestamp(value: object, field: str, naive_timezone: tzinfo = UTC) ->
         except ValueError:
             raise InvalidRow(f"{field} is not an ISO 8601 timestamp: {value[:40]!r}") from None
     if not isinstance(value, datetime):
+        if isinstance(value, Unloadable):
+            raise InvalidRow(_unloadable_reason(field, value))
         if isinstance(value, date):
             raise InvalidRow(f"{field} is a date without a time: {value.isoformat()}")
         raise InvalidRow(f"{field} has type {type(value).__name__}, expected a timestamp")
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = localize_naive(value, naive_timezone)
-    # isoformat (C, zero-padded 4-digit year) rather than strftime: several times faster.
-    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    try:
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = localize_naive(value, naive_timezone)
+        # isoformat (C, zero-padded 4-digit year) rather than strftime: several times faster.
+        return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    except OverflowError:
+        # 0001-01-01 east of UTC or 9999-12-31 west of it: the UTC instant has no 4-digit year.
+        reason = f"{field} is outside the years 1-9999 in UTC: {value.isoformat()}"
+        raise InvalidRow(reason) from None
 
 
 def localize_naive(value: datetime, zone: tzinfo) -> datetime:
@@ -108,9 +128,14 @@ def format_identifier(value: object, field: str) -> str:
     if isinstance(value, int | uuid.UUID):
         return str(value)
     if not isinstance(value, str):
+        if isinstance(value, Unloadable):
+            raise InvalidRow(_unloadable_reason(field, value))
         raise InvalidRow(f"{field} has type {type(value).__name__}, expected a string")
     if not value.strip():
         raise InvalidRow(f"{field} is empty")
+    if "\x00" in value:
+        # JSON can carry U+0000 but PostgreSQL text/jsonb and many receivers cannot store it.
+        raise InvalidRow(f"{field} contains a NUL character: {value[:40]!r}")
     return value
 
 
@@ -134,6 +159,8 @@ def format_status(value: object, field: str = "status_id") -> int:
         if not _INTEGER_TEXT.match(value.strip()):
             raise InvalidRow(f"{field} is not an integer: {value[:40]!r}")
         number = int(value.strip())
+    elif isinstance(value, Unloadable):
+        raise InvalidRow(_unloadable_reason(field, value))
     else:
         raise InvalidRow(f"{field} has type {type(value).__name__}, expected an integer")
     if not -_INT64 <= number < _INT64:
@@ -210,9 +237,18 @@ def _as_mapping(row: Sequence[Any] | Mapping[str, Any]) -> Mapping[str, Any]:
     return dict(zip(FIELDS, row, strict=True))
 
 
+def _unloadable_reason(field: str, value: Unloadable) -> str:
+    return f"{field} cannot be read as a contract value: {value.error[:200]}"
+
+
 def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, str):
+        # The quarantine table is jsonb, which rejects U+0000: keep it visible as the text \x00.
+        return value.replace("\x00", "\\x00") if "\x00" in value else value
+    if isinstance(value, Unloadable):
+        return value.text
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else repr(value)
     if isinstance(value, datetime | date):

@@ -246,7 +246,30 @@ def test_the_late_commit_gate_pokes_and_is_bounded(sync_dag):
     assert gate.retries > 0  # a lost database connection is retried
     assert gate.conn_id == "services_source_db"
     assert gate.timeout >= settings.max_open_transaction.total_seconds()
-    assert placeholders(gate.sql) == set(gate.parameters) == {"window_end", "clock_skew_s"}
+    assert (
+        placeholders(gate.sql)
+        == set(gate.parameters)
+        == {
+            "window_end",
+            "clock_skew_s",
+            "unrelated_wait_s",
+        }
+    )
+    assert gate.parameters["unrelated_wait_s"] == "{{ params.unrelated_wait_s }}"
+
+
+def test_the_gate_bounds_its_wait_for_unrelated_writers_with_a_param(sync_dag, cdc_dag):
+    """Issue 13: an unrelated long writer must not fail every run; the bound is per run."""
+    settings = load_settings()
+    param = sync_dag.params.get_param("unrelated_wait_s")
+    assert param.value == 300 == settings.unrelated_writer_wait.total_seconds()
+    assert param.schema["type"] == "integer"
+    assert param.schema["minimum"] == 0
+    # The sensor's timeout leaves room for the longest bound a run may ask for.
+    assert param.schema["maximum"] == settings.max_open_transaction.total_seconds()
+    assert sync_dag.get_task("wait_for_open_transactions").timeout > param.schema["maximum"]
+    assert param.schema.get("title") and param.description
+    assert "unrelated_wait_s" not in cdc_dag.params  # CDC has no late-commit gate
 
 
 def test_a_stuck_run_raises_a_deadline_alert():

@@ -20,6 +20,20 @@ def test_defaults():
     assert (settings.sql_dir / "services_sync" / "plan_batches.sql").exists()
 
 
+def test_the_gate_waits_for_unrelated_writers_five_minutes_by_default():
+    assert load_settings({}).unrelated_writer_wait == timedelta(minutes=5)
+    custom = load_settings(
+        {
+            "SERVICES_SYNC_UNRELATED_WRITER_WAIT_S": "3600",
+            "SERVICES_SYNC_MAX_OPEN_TRANSACTION_S": "7200",
+        }
+    )
+    assert custom.unrelated_writer_wait == timedelta(hours=1)
+    assert load_settings({"SERVICES_SYNC_UNRELATED_WRITER_WAIT_S": "0"}).unrelated_writer_wait == (
+        timedelta(0)
+    )
+
+
 def test_default_retry_budget_rides_out_a_six_hour_outage():
     settings = load_settings({})
     assert settings.retry_budget >= timedelta(hours=6)
@@ -60,6 +74,12 @@ def test_start_date_is_read_as_utc():
         ({"SERVICES_SYNC_HTTP_TIMEOUT_S": "-1"}, "SERVICES_SYNC_HTTP_TIMEOUT_S"),
         ({"SERVICES_SYNC_STATE_SCHEMA": "x; drop table"}, "plain SQL identifier"),
         ({"SERVICES_SYNC_NAIVE_TIMEZONE": "Mars/Base"}, "IANA"),
+        ({"SERVICES_SYNC_UNRELATED_WRITER_WAIT_S": "5 min"}, "SERVICES_SYNC_UNRELATED_WRITER_WAIT"),
+        ({"SERVICES_SYNC_UNRELATED_WRITER_WAIT_S": "-1"}, "SERVICES_SYNC_UNRELATED_WRITER_WAIT"),
+        (
+            {"SERVICES_SYNC_UNRELATED_WRITER_WAIT_S": "3600"},
+            r"at most SERVICES_SYNC_MAX_OPEN_TRANSACTION_S \(1800\)",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env, message):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from services_sync.transform import (
     FIELDS,
     InvalidRow,
+    Unloadable,
     format_status,
     format_timestamp,
     to_record,
@@ -163,6 +164,38 @@ def test_ids_are_strings(field, value, expected):
 def test_bad_ids_and_dates_are_rejected(overrides, reason):
     with pytest.raises(InvalidRow, match=reason):
         to_record(row(**overrides))
+
+
+def test_values_the_driver_could_not_load_are_rejected_with_its_reason():
+    infinite = Unloadable("infinity", "timestamp too large (after year 10K): 'infinity'")
+    result = transform_rows(
+        [row(request_id="A"), row(request_id="B", opening_date=infinite), row(request_id="C")]
+    )
+    assert [r["request_id"] for r in result.records] == ["A", "C"]
+    assert [r.reason for r in result.rejected] == [
+        "opening_date cannot be read as a contract value:"
+        " timestamp too large (after year 10K): 'infinity'"
+    ]
+    assert result.rejected[0].row["opening_date"] == "infinity"
+    for field in ("request_id", "status_id"):
+        with pytest.raises(InvalidRow, match=f"^{field} cannot be read as a contract value: bad"):
+            to_record(row(**{field: Unloadable("x", "bad")}))
+
+
+@pytest.mark.parametrize(
+    ("wall", "zone"),
+    [(datetime(1, 1, 1), "Europe/Berlin"), (datetime(9999, 12, 31, 23), "America/New_York")],
+)
+def test_naive_timestamps_whose_utc_instant_leaves_years_1_to_9999_are_rejected(wall, zone):
+    with pytest.raises(InvalidRow, match=r"^opening_date is outside the years 1-9999 in UTC"):
+        to_record(row(opening_date=wall), ZoneInfo(zone))
+
+
+def test_ids_with_a_nul_character_are_quarantined_in_a_form_jsonb_can_store():
+    result = transform_rows([row(request_id="REQ\x001")])
+    assert result.records == []
+    assert result.rejected[0].reason == "request_id contains a NUL character: 'REQ\\x001'"
+    assert result.rejected[0].row["request_id"] == "REQ\\x001"
 
 
 def test_every_problem_of_a_row_is_reported():
