@@ -339,6 +339,15 @@ def test_a_run_whose_batches_a_later_build_replaced_reconciles_without_a_false_a
     assert summary["batches"] == 2 - len(replaced)
     assert summary["replaced_batches"] == len(replaced)
     assert reconcile_interval(**reconcile_kwargs(rerun))["replaced_batches"] == 0
+    with psycopg.connect(source_db) as conn:
+        summaries = conn.execute(
+            "SELECT run_id, batches FROM services_sync.delivery_runs"
+            " WHERE finished_at IS NOT NULL ORDER BY finished_at"
+        ).fetchall()
+    # A run left with no batch of its own is not recorded as finished (the status view would
+    # show its empty summary for the hour): the rerun speaks for it.
+    kept = [(first.run_id, 2 - len(replaced))] if len(replaced) < 2 else []
+    assert summaries == [(rerun.run_id, 2), *kept]
 
 
 def test_a_row_updated_in_place_without_touching_last_modified_date_is_a_warning_not_an_alarm(
