@@ -15,7 +15,10 @@ Two layers:
 * :class:`ChangeDecoder` is stateful across the messages of one decoding session (one peek):
   it remembers Relation messages, buffers each transaction until its Commit and then emits
   :class:`Change` objects with column names, Python-typed values, the commit LSN, the LSN to
-  acknowledge and a 0-based position inside the transaction.
+  acknowledge and a 0-based position inside the transaction. Logical messages (the
+  pipeline's heartbeats), Type and Origin messages are checked and skipped: a heartbeat only
+  gives the slot a Commit to acknowledge, and the capture acknowledges the position it peeked
+  up to, not a position the decoder reports.
 
 Version 1 of the protocol never streams in-progress transactions, so no message carries the
 optional transaction id field that version 2 adds to streamed messages.
@@ -26,7 +29,6 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -233,16 +235,6 @@ class Truncate:
 
     options: int
     relation_ids: tuple[int, ...]
-
-    @property
-    def cascade(self) -> bool:
-        """``TRUNCATE ... CASCADE``."""
-        return bool(self.options & 1)
-
-    @property
-    def restart_identity(self) -> bool:
-        """``TRUNCATE ... RESTART IDENTITY``."""
-        return bool(self.options & 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,16 +588,7 @@ def _parse_float(text: str) -> float:
         raise PgOutputError(f"unexpected float text {text!r}") from None
 
 
-def _identity(text: str) -> str:
-    return text
-
-
 _CONVERTERS = {
-    TEXT: _identity,
-    VARCHAR: _identity,
-    BPCHAR: _identity,
-    NAME: _identity,
-    UUID: _identity,
     INT2: _parse_int,
     INT4: _parse_int,
     INT8: _parse_int,
@@ -680,39 +663,12 @@ class Change:
     commit_time: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class MessageEvent:
-    """A logical message (``pg_logical_emit_message``), in the stream of changes.
-
-    Attributes:
-        prefix: the message prefix.
-        content: the payload bytes.
-        lsn: LSN of the message.
-        transactional: whether it belonged to a transaction.
-        xid: the transaction's id (``None`` for a non-transactional message).
-        commit_lsn: the transaction's commit LSN (``None`` for a non-transactional message).
-        end_lsn: LSN just past the commit record (``None`` for a non-transactional message).
-    """
-
-    prefix: str
-    content: bytes
-    lsn: int
-    transactional: bool
-    xid: int | None = None
-    commit_lsn: int | None = None
-    end_lsn: int | None = None
-
-
-Event: TypeAlias = Change | MessageEvent
-
-
 @dataclass
 class _Pending:
     """A transaction between its Begin and its Commit."""
 
     begin: Begin
-    items: list[Insert | Update | Delete | Truncate | LogicalMessage] = field(default_factory=list)
-    origin: Origin | None = None
+    items: list[Insert | Update | Delete | Truncate] = field(default_factory=list)
 
 
 class ChangeDecoder:
@@ -725,56 +681,35 @@ class ChangeDecoder:
 
         decoder = ChangeDecoder()
         for lsn, xid, data in peek_changes(conn, slot, publication, upto_lsn):
-            for event in decoder.feed(data):
+            for change in decoder.feed(data):
                 ...
-        decoder.committed_end_lsn  # safe to acknowledge once all events are delivered
 
     Attributes:
         relations: the latest Relation per relation OID.
-        types: Type messages seen, per type OID.
-        committed_end_lsn: ``end_lsn`` of the last Commit fed, ``None`` before any.
     """
 
-    def __init__(self, *, convert: bool = True, encoding: str = "utf-8") -> None:
-        """Create a decoder.
-
-        Args:
-            convert: convert text values by type OID (:func:`convert_value`); ``False`` keeps
-                them as ``str``.
-            encoding: text encoding of the messages (the session's ``client_encoding``).
-        """
+    def __init__(self) -> None:
         self.relations: dict[int, Relation] = {}
-        self.types: dict[int, TypeMessage] = {}
-        self.committed_end_lsn: int | None = None
-        self._convert = convert
-        self._encoding = encoding
         self._pending: _Pending | None = None
 
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a Begin was fed without its Commit yet."""
-        return self._pending is not None
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Change]:
+        """Process one message; return the changes it completes.
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Process one message; return the events it completes.
-
-        Changes and transactional messages are buffered until their Commit, then returned
-        together in order. Non-transactional messages are returned at once.
+        Changes are buffered until their Commit, then returned together in order.
 
         Raises:
             PgOutputError: a malformed message, a change of a relation never described, or
                 messages out of order (a change outside a transaction, Begin inside one, a
                 Commit not matching its Begin).
         """
-        message = decode_message(data, self._encoding)
+        message = decode_message(data)
         if isinstance(message, Relation):
             self.relations[message.relation_id] = message
             return []
         if isinstance(message, TypeMessage):
-            self.types[message.type_oid] = message
-            return []
+            return []  # a value of a type that has no converter stays text
         if isinstance(message, LogicalMessage) and not message.transactional:
-            return [MessageEvent(message.prefix, message.content, message.lsn, False)]
+            return []
         if isinstance(message, Begin):
             if self._pending is not None:
                 raise PgOutputError(
@@ -785,9 +720,8 @@ class ChangeDecoder:
         pending = self._pending
         if pending is None:
             raise PgOutputError(f"{type(message).__name__} message outside a transaction")
-        if isinstance(message, Origin):
-            pending.origin = message
-            return []
+        if isinstance(message, Origin | LogicalMessage):
+            return []  # where the transaction came from; a heartbeat
         if isinstance(message, Commit):
             self._pending = None
             if message.commit_lsn != pending.begin.final_lsn:
@@ -795,7 +729,6 @@ class ChangeDecoder:
                     f"Commit LSN {int_to_lsn(message.commit_lsn)} does not match Begin's "
                     f"final LSN {int_to_lsn(pending.begin.final_lsn)}"
                 )
-            self.committed_end_lsn = message.end_lsn
             return self._emit(pending, message)
         if isinstance(message, Insert | Update | Delete):
             self._relation(message.relation_id)  # fail now, not at Commit
@@ -804,11 +737,6 @@ class ChangeDecoder:
                 self._relation(relation_id)
         pending.items.append(message)
         return []
-
-    def decode(self, messages: Iterable[bytes | bytearray | memoryview]) -> Iterator[Event]:
-        """:meth:`feed` every message; yield the events in order."""
-        for data in messages:
-            yield from self.feed(data)
 
     # -- internals -------------------------------------------------------------------------
     def _relation(self, relation_id: int) -> Relation:
@@ -819,9 +747,9 @@ class ChangeDecoder:
                 f"change of relation {relation_id} before its Relation message"
             ) from None
 
-    def _emit(self, pending: _Pending, commit: Commit) -> list[Event]:
+    def _emit(self, pending: _Pending, commit: Commit) -> list[Change]:
         begin = pending.begin
-        events: list[Event] = []
+        events: list[Change] = []
         position = 0
 
         def change(op: ChangeOp, relation: Relation, new: dict, old: dict | None) -> Change:
@@ -838,19 +766,6 @@ class ChangeDecoder:
             )
 
         for item in pending.items:
-            if isinstance(item, LogicalMessage):
-                events.append(
-                    MessageEvent(
-                        item.prefix,
-                        item.content,
-                        item.lsn,
-                        True,
-                        begin.xid,
-                        commit.commit_lsn,
-                        commit.end_lsn,
-                    )
-                )
-                continue
             if isinstance(item, Truncate):
                 for relation_id in item.relation_ids:
                     events.append(change("truncate", self.relations[relation_id], {}, None))
@@ -875,8 +790,6 @@ class ChangeDecoder:
                 f"which has {len(relation.columns)}"
             )
         pairs = zip(relation.columns, values, strict=True)
-        if not self._convert:
-            return {column.name: value for column, value in pairs}
         return {column.name: convert_value(value, column.type_oid) for column, value in pairs}
 
     def _old(

@@ -1,4 +1,4 @@
-"""Retry policy of the POST task: honor ``Retry-After``, spread retries, fail fast on 4xx."""
+"""Retry policy of the POST task: honor ``Retry-After``, spread retries."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from typing import Any
 from airflow.sdk import RetryDecision, RetryPolicy
 
 from services_sync.config import RETRY_JITTER_FLOOR
-from services_sync.delivery import (
-    RejectedDeliveryError,
-    RetryableDeliveryError,
-    TransientDeliveryFailure,
-)
+from services_sync.delivery import TransientDeliveryFailure
 
 #: Retries land uniformly in [JITTER_FLOOR * backoff, backoff]. Airflow's own backoff jitter is
 #: a hash of (dag, task, logical date, try) without the map index, so every batch of a run
@@ -22,14 +18,19 @@ JITTER_FLOOR = RETRY_JITTER_FLOOR
 
 
 class DeliveryRetryPolicy(RetryPolicy):
-    """Decide how a failed POST is retried.
+    """Decide when a failed try of a delivery lane is retried.
 
-    * a rejection (4xx other than 408/425/429, a wrong ack count) fails at once: resending the
-      same batch cannot succeed, and the log says why;
-    * anything else (5xx, connection refused, timeout) backs off exponentially with jitter;
+    * every failure that reaches the policy (a 408/425/429/5xx or a lost connection, raised by
+      the lane as :class:`~services_sync.delivery.TransientDeliveryFailure`, or an unexpected
+      error) backs off exponentially with jitter;
     * a ``Retry-After`` (seconds or HTTP-date) on a transient status is honored: the retry never
       comes sooner than it asks, up to ``max_retry_after`` (a receiver asking for a day does not
       park the sync for a day).
+
+    A rejection (4xx other than 408/425/429, a wrong ack count) never gets here: the lane records
+    it, goes on with its next batch and ends with ``AirflowFailException``, which Airflow fails
+    at once without asking a retry policy (``_run_task_and_map_outcome`` in
+    ``airflow/sdk/execution_time/task_runner.py``).
     """
 
     def __init__(
@@ -58,16 +59,14 @@ class DeliveryRetryPolicy(RetryPolicy):
         max_tries: int,
         context: Any = None,
     ) -> RetryDecision:
-        """Return fail, a Retry-After delay, or a jittered backoff delay."""
-        if isinstance(exception, RejectedDeliveryError):
-            return RetryDecision.fail(reason=str(exception))
+        """Return a jittered backoff delay, or the Retry-After delay when that is longer."""
         backoff = self.backoff_delay(try_number).total_seconds()
         wait = random.uniform(JITTER_FLOOR * backoff, backoff)  # noqa: S311 - not crypto
         reason = f"next try in {wait:.1f} s (backoff after try {try_number})"
+        # Only the lane's transient failure carries the receiver's Retry-After: a
+        # RetryableDeliveryError is always turned into one before it leaves the lane.
         retry_after = (
-            exception.retry_after
-            if isinstance(exception, (RetryableDeliveryError, TransientDeliveryFailure))
-            else None
+            exception.retry_after if isinstance(exception, TransientDeliveryFailure) else None
         )
         if retry_after is not None:
             asked = min(retry_after, self.max_retry_after.total_seconds())

@@ -94,13 +94,6 @@ def _bounds(interval: Interval, lower: Sequence[str], upper: Sequence[str]) -> d
     }
 
 
-def fetch_batch(conn: psycopg.Connection, interval: Interval, bounds: BatchBounds) -> list[tuple]:
-    """Rows of one keyset batch, in sort-key order (see ``fetch_batch.sql``)."""
-    with conn.cursor() as cur:
-        cur.execute(load_sql("fetch_batch.sql"), _bounds(interval, bounds.lower, bounds.upper))
-        return cur.fetchall()
-
-
 def current_versions(
     conn: psycopg.Connection, start: datetime, end: datetime
 ) -> list[tuple[Any, Any, Any]]:

@@ -6,13 +6,10 @@ text are identifiers we validated (the state schema), through :mod:`psycopg.sql`
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
 
 from services_sync.config import load_settings
-
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 @cache
@@ -31,8 +28,3 @@ def load_sql(name: str) -> str:
             f"SQL file {path} is missing; set SERVICES_SYNC_SQL_DIR to the folder holding "
             "services_sync/*.sql (include/sql in this repository)"
         ) from None
-
-
-def placeholders(text: str) -> set[str]:
-    """Names of the ``%(name)s`` bind parameters a statement expects."""
-    return set(_PLACEHOLDER.findall(text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -12,15 +13,15 @@ from pathlib import Path
 
 import pendulum
 import pytest
+import requests
 from airflow.dag_processing.dagbag import DagBag
-from airflow.providers.http.operators.http import HttpOperator
-from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable
+from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable, RetryAction
+from airflow.sdk.exceptions import ParamValidationError
 from airflow.serialization.encoders import coerce_to_core_timetable
 
 from services_sync.alerts import SyncFailureNotifier
 from services_sync.config import load_settings
-from services_sync.retry import DeliveryRetryPolicy
-from services_sync.sql import load_sql, placeholders
+from services_sync.delivery import RetryableDeliveryError, TransientDeliveryFailure, check_ack
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
@@ -81,10 +82,9 @@ def _restriction(dag):
 
 
 def test_catches_up_in_order(sync_dag):
-    assert load_settings({}).catchup is True
+    # Where it starts is checked by the timetable's first interval above.
     assert sync_dag.catchup is True
     assert sync_dag.max_active_runs == 1
-    assert sync_dag.start_date == load_settings().start_date
 
 
 def test_pipeline_shape(sync_dag):
@@ -133,44 +133,44 @@ def test_task_instances_per_run_do_not_depend_on_the_volume(lanes):
     ]
 
 
-def test_post_batches_retries_with_backoff_timeout_and_policy(sync_dag):
-    post = sync_dag.get_task("post_batches")
-    assert issubclass(post.operator_class, HttpOperator)
-    kwargs = post.partial_kwargs
-    # conftest shortens the delays for the fault tests; the defaults are checked in test_config.
-    assert kwargs["retries"] == 3
-    assert kwargs["retry_exponential_backoff"] == 2.0
-    assert kwargs["max_retry_delay"] == timedelta(seconds=1)
-    assert kwargs["extra_options"] == {"timeout": 5.0, "check_response": False}
-    assert isinstance(kwargs["retry_policy"], DeliveryRetryPolicy)
-    assert kwargs["http_conn_id"] == "services_api"
-    assert kwargs["endpoint"] == "/services-data/requests"
-    assert kwargs.get("deferrable", False) is False  # deferrable mode drops retry_args
-    assert kwargs["on_failure_callback"] == []  # record_delivery sends the run's one alert
+@pytest.mark.parametrize("dag_id", ["services_requests_sync", "services_requests_cdc"])
+def test_a_failed_lane_is_retried_as_the_settings_say(dagbag, dag_id):
+    """What Airflow's task runner asks the POST task when a lane fails, in both DAGs.
+
+    The decisions follow the test settings the DAG files were parsed with (conftest:
+    SERVICES_SYNC_MAX_RETRY_AFTER_S=2, SERVICES_SYNC_MAX_RETRY_DELAY_S=1; the defaults are
+    15 and 30 minutes), so they prove the settings reach the built task. End to end:
+    tests/reliability/test_http_faults.py.
+    """
+    post = dagbag.dags[dag_id].get_task("post_batches")
+    throttled = _lane_failure(429, "Retry-After", "3600")
+    decision = post.retry_policy.evaluate(throttled, try_number=1, max_tries=post.retries)
+    assert (decision.action, decision.retry_delay) == (RetryAction.RETRY, timedelta(seconds=2))
+    for try_number in (1, 10):
+        down = TransientDeliveryFailure.from_error(requests.ConnectionError("refused"), "batch")
+        decision = post.retry_policy.evaluate(down, try_number=try_number, max_tries=post.retries)
+        assert decision.action is RetryAction.RETRY
+        assert timedelta(seconds=0.4) <= decision.retry_delay <= timedelta(seconds=1)
 
 
-def test_post_batch_timeout_defaults_to_30_seconds():
-    assert load_settings({}).http_timeout == 30.0
+def _lane_failure(status: int, *header: str) -> TransientDeliveryFailure:
+    """What a delivery lane raises for this answer (``lanes.py``: check_ack, then from_error)."""
+    with pytest.raises(RetryableDeliveryError) as info:
+        check_ack(status, dict([header]) if header else {}, "", 1)
+    return TransientDeliveryFailure.from_error(info.value, "batch 1")
 
 
-def test_batch_size_is_a_validated_param(sync_dag):
-    param = sync_dag.params.get_param("batch_size")
-    assert param.value == 1000
-    assert param.schema["type"] == "integer"
-    assert param.schema["minimum"] == 1
-    assert param.description
-
-
-def test_sql_operators_use_the_source_connection_and_bind_parameters(sync_dag):
-    plan = sync_dag.get_task("plan_batches")
-    assert plan.conn_id == "services_source_db"
-    assert plan.sql == load_sql("plan_batches.sql")  # resolved from include/sql at parse time
-    assert (
-        placeholders(plan.sql)
-        == set(plan.parameters)
-        == {"window_start", "window_end", "batch_size", "max_batch_bytes"}
-    )
-    assert "{{" not in plan.sql  # values are bind parameters, never rendered into the SQL
+@pytest.mark.parametrize("dag_id", ["services_requests_sync", "services_requests_cdc"])
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [("batch_size", 0), ("batch_size", "10"), ("batch_size", 50_001), ("max_batch_bytes", 1023)],
+)
+def test_a_run_cannot_be_given_a_batch_size_it_cannot_use(dagbag, dag_id, name, bad):
+    """Airflow refuses the conf before any task runs (the trigger form shows the same rules)."""
+    param = copy.deepcopy(dagbag.dags[dag_id].params.get_param(name))
+    with pytest.raises(ParamValidationError):
+        param.resolve(bad)
+    assert copy.deepcopy(param).resolve(5_000) == 5_000
 
 
 _NO_SOCKETS = textwrap.dedent(
@@ -246,40 +246,36 @@ def test_the_late_commit_gate_pokes_and_is_bounded(sync_dag):
     assert gate.retries > 0  # a lost database connection is retried
     assert gate.conn_id == "services_source_db"
     assert gate.timeout >= settings.max_open_transaction.total_seconds()
-    assert (
-        placeholders(gate.sql)
-        == set(gate.parameters)
-        == {
-            "window_end",
-            "clock_skew_s",
-            "unrelated_wait_s",
-        }
-    )
-    assert gate.parameters["unrelated_wait_s"] == "{{ params.unrelated_wait_s }}"
 
 
-def test_the_gate_bounds_its_wait_for_unrelated_writers_with_a_param(sync_dag, cdc_dag):
-    """Issue 13: an unrelated long writer must not fail every run; the bound is per run."""
+def test_a_run_may_bound_the_wait_for_unrelated_writers_only_within_the_sensor_timeout(
+    sync_dag, cdc_dag
+):
+    """Issue 13: the bound is per run; a bound past the gate's own timeout would be a lie."""
     settings = load_settings()
-    param = sync_dag.params.get_param("unrelated_wait_s")
-    assert param.value == 300 == settings.unrelated_writer_wait.total_seconds()
-    assert param.schema["type"] == "integer"
-    assert param.schema["minimum"] == 0
-    # The sensor's timeout leaves room for the longest bound a run may ask for.
-    assert param.schema["maximum"] == settings.max_open_transaction.total_seconds()
-    assert sync_dag.get_task("wait_for_open_transactions").timeout > param.schema["maximum"]
-    assert param.schema.get("title") and param.description
+    param = copy.deepcopy(sync_dag.params.get_param("unrelated_wait_s"))
+    longest = int(settings.max_open_transaction.total_seconds())
+    for bad in (-1, longest + 1, "60"):
+        with pytest.raises(ParamValidationError):
+            copy.deepcopy(param).resolve(bad)
+    assert copy.deepcopy(param).resolve(longest) == longest
+    assert sync_dag.get_task("wait_for_open_transactions").timeout > longest
     assert "unrelated_wait_s" not in cdc_dag.params  # CDC has no late-commit gate
 
 
 def test_a_stuck_run_raises_a_deadline_alert():
-    """The deadline follows SERVICES_SYNC_RUN_DEADLINE_MIN (default 120: see test_dags_test_cli)."""
+    """The deadline of both DAGs follows SERVICES_SYNC_RUN_DEADLINE_MIN.
+
+    Regression: the CDC DAG had no stuck-run alert, yet a stuck CDC run is WAL piling up. The
+    default (120) is checked in test_dags_test_cli, the alert itself in test_deadline_alert.
+    """
     probe = (
         "import sys; sys.path[:0] = ['plugins']\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
-        "dag = DagBag(dag_folder='dags').dags['services_requests_sync']\n"
-        "(alert,) = dag.deadline\n"
-        "print(type(alert.reference).__name__, alert.interval, alert.callback.path)\n"
+        "bag = DagBag(dag_folder='dags')\n"
+        "for dag_id in ('services_requests_cdc', 'services_requests_sync'):\n"
+        "    (alert,) = bag.dags[dag_id].deadline\n"
+        "    print(dag_id, type(alert.reference).__name__, alert.interval, alert.callback.path)\n"
     )
     env = {**os.environ, "SERVICES_SYNC_RUN_DEADLINE_MIN": "45"}
     result = subprocess.run(
@@ -291,9 +287,10 @@ def test_a_stuck_run_raises_a_deadline_alert():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines()[-1] == (
-        "RunQueuedAt 0:45:00 services_sync.alerts.deadline_missed"
-    )
+    assert result.stdout.splitlines()[-2:] == [
+        f"{dag_id} RunQueuedAt 0:45:00 services_sync.alerts.deadline_missed"
+        for dag_id in ("services_requests_cdc", "services_requests_sync")
+    ]
 
 
 # -- CDC mode --------------------------------------------------------------------------------
@@ -321,42 +318,17 @@ def test_cdc_pipeline_acknowledges_only_after_every_batch_is_recorded(cdc_dag):
     assert cdc_dag.get_task("record_delivery").trigger_rule == "all_done"
 
 
-def test_cdc_posts_with_the_same_lanes_and_retry_budget_as_query_mode(cdc_dag, sync_dag):
-    cdc_kwargs = cdc_dag.get_task("post_batches").partial_kwargs
-    sync_kwargs = sync_dag.get_task("post_batches").partial_kwargs
-    for name in (
-        "retries",
-        "retry_exponential_backoff",
-        "max_retry_delay",
-        "extra_options",
-        "lanes",
-    ):
-        assert cdc_kwargs[name] == sync_kwargs[name], name
-    assert isinstance(cdc_kwargs["retry_policy"], DeliveryRetryPolicy)
-    # Query mode drops records a later interval supersedes; a CDC window has no later window.
-    assert (sync_kwargs["drop_superseded"], cdc_kwargs.get("drop_superseded", False)) == (
-        True,
-        False,
-    )
-    assert cdc_dag.params.get_param("initial_snapshot").value is False
-
-
-def test_both_dags_alert_on_a_stuck_run_with_the_same_defaults(cdc_dag, sync_dag):
-    """Regression: the CDC DAG had no stuck-run alert, yet a stuck CDC run is WAL piling up."""
+def test_every_task_of_both_dags_alerts_on_failure_except_the_lanes(cdc_dag, sync_dag):
+    """A failed lane does not alert: the run's record_delivery sends one alert for all of them
+    (tests/dags/test_alerts_e2e.py, an outage past the retry budget is one alert)."""
     for dag in (cdc_dag, sync_dag):
-        (alert,) = dag.deadline
-        assert alert.interval == timedelta(minutes=120), dag.dag_id
-        assert alert.callback.path == "services_sync.alerts.deadline_missed"
-        args = dict(dag.default_args)
-        assert isinstance(args.pop("on_failure_callback"), SyncFailureNotifier), dag.dag_id
-        assert args == {
-            "owner": "data-platform",
-            "retries": 1,
-            "retry_delay": timedelta(seconds=0.5),
-        }
-    for name in ("batch_size", "max_batch_bytes"):
-        assert cdc_dag.params.get_param(name).schema == sync_dag.params.get_param(name).schema
-        assert cdc_dag.params.get_param(name).schema.get("title"), name
+        for task in dag.tasks:
+            notifiers = [c for c in task.on_failure_callback or [] if callable(c)]
+            kinds = {type(c) for c in notifiers}
+            if task.task_id == "post_batches":
+                assert kinds == set(), dag.dag_id
+            else:
+                assert kinds == {SyncFailureNotifier}, (dag.dag_id, task.task_id)
 
 
 def test_the_watchdog_runs_from_the_start_every_quarter_hour(dagbag):

@@ -141,7 +141,7 @@ def _self_signed_cert(tmp_path):
     return cert_file, key_file
 
 
-def test_tls_certificates_are_verified(dag, airflow_db, source_db, monkeypatch, tmp_path):
+def test_tls_certificates_are_verified(dag, airflow_db, source_db, monkeypatch, tmp_path, capfd):
     """An HTTPS receiver with an untrusted certificate gets nothing; trusting its CA works."""
     import uvicorn
 
@@ -170,7 +170,24 @@ def test_tls_certificates_are_verified(dag, airflow_db, source_db, monkeypatch, 
             time.sleep(0.05)
         conn = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "https"}
         monkeypatch.setenv("AIRFLOW_CONN_SERVICES_API", json.dumps(conn))
-        assert run_hour(dag).state == "failed"
+        capfd.readouterr()
+        refused = run_hour(dag)
+        out, err = capfd.readouterr()
+        assert refused.state == "failed"
+        # It failed because the certificate was refused, and for nothing else: the lane with the
+        # batch used up its tries, each on a verification error, and the run's outcome says so.
+        failed = sorted(
+            (ti.task_id, ti.map_index, ti.try_number)
+            for ti in refused.get_task_instances()
+            if ti.state == "failed"
+        )
+        assert [(task, lane) for task, lane, _ in failed] == [
+            ("post_batches", 0),
+            ("record_delivery", -1),
+        ]
+        exited = [line for line in (out + err).splitlines() if "Task exited" in line]
+        assert len(exited) == failed[0][2] > 1, exited
+        assert all("CERTIFICATE_VERIFY_FAILED" in line for line in exited), exited
         stats = requests.get(
             f"https://127.0.0.1:{port}/inspect/stats", timeout=5, verify=str(cert_file)
         ).json()

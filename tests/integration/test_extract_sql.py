@@ -9,7 +9,7 @@ import pytest
 
 from devkit.seed import insert_rows
 from services_sync.payload import BatchBounds, Interval, build_body
-from services_sync.source import fetch_batch
+from services_sync.source import read_planned_batches
 from services_sync.sql import load_sql
 from services_sync.transform import transform_rows
 
@@ -30,8 +30,13 @@ def plan(conn, interval=INTERVAL, batch_size=1000, max_batch_bytes=1024 * 1024):
     return [BatchBounds.from_plan_row(list(r)) for r in rows]
 
 
+def read(conn, batches, interval=INTERVAL):
+    """Each planned batch's rows, read as build_batches reads them (one snapshot)."""
+    return [rows for _, rows, _ in read_planned_batches(conn, interval, batches)]
+
+
 def fetch_all(conn, interval=INTERVAL, batch_size=1000):
-    return [fetch_batch(conn, interval, b) for b in plan(conn, interval, batch_size)]
+    return read(conn, plan(conn, interval, batch_size), interval)
 
 
 def req(rid, lmd, sid="water", status="1"):
@@ -119,7 +124,7 @@ def test_batches_tile_the_interval_when_rows_change_after_planning(conn):
         "UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R020'",
         (H + timedelta(hours=2),),
     )
-    got = [r[1] for b in batches for r in fetch_batch(conn, INTERVAL, b)]
+    got = [r[1] for rows in read(conn, batches) for r in rows]
     expected = {f"R{i:03d}" for i in range(30)} - {"R020"} | {"late-middle", "late-first"}
     assert sorted(got) == sorted(expected)
     assert len(got) == len(set(got))
@@ -153,7 +158,7 @@ def test_batches_shrink_so_no_body_exceeds_the_byte_bound(conn, max_bytes):
     insert_rows(conn, long_ids)
     batches = plan(conn, batch_size=1000, max_batch_bytes=max_bytes)
     assert len(batches) > 1
-    fetched = [fetch_batch(conn, INTERVAL, b) for b in batches]
+    fetched = read(conn, batches)
     assert sum(len(b) for b in fetched) == 120
     for rows in fetched:
         body = build_body(transform_rows(rows).records)

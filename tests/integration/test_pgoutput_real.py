@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -37,7 +37,7 @@ from services_sync.pgoutput import (
     Commit,
     Delete,
     Insert,
-    MessageEvent,
+    LogicalMessage,
     Origin,
     PgOutputError,
     Relation,
@@ -87,11 +87,14 @@ class Cdc:
     def rows(self, upto: str | None = None) -> list[tuple[str, int, bytes]]:
         return list(peek_changes(self.conn, self.slot, self.publication, upto))
 
-    def events(self, upto: str | None = None) -> list:
-        return list(ChangeDecoder().decode(data for _, _, data in self.rows(upto)))
-
     def changes(self, upto: str | None = None) -> list[Change]:
-        return [e for e in self.events(upto) if isinstance(e, Change)]
+        return decode_all(data for _, _, data in self.rows(upto))
+
+
+def decode_all(messages: Iterable[bytes], decoder: ChangeDecoder | None = None) -> list[Change]:
+    """Feed every message to one decoder (as capture_changes does); the changes, in order."""
+    decoder = decoder or ChangeDecoder()
+    return [change for data in messages for change in decoder.feed(data)]
 
 
 @pytest.fixture
@@ -162,8 +165,7 @@ def test_full_identity_stream_peek_is_repeatable_and_advance_consumes(cdc_setup)
     heartbeat_lsn = emit_heartbeat(conn)
 
     rows = cdc.rows()
-    events = list(ChangeDecoder().decode(d for _, _, d in rows))
-    changes = [e for e in events if isinstance(e, Change)]
+    changes = decode_all(d for _, _, d in rows)
 
     assert [(c.op, c.relation, c.position_in_txn, c.new, c.old_key) for c in changes] == [
         ("insert", TABLE, 0, as_dict(row("R1")), None),
@@ -176,12 +178,6 @@ def test_full_identity_stream_peek_is_repeatable_and_advance_consumes(cdc_setup)
     ]
     assert_well_ordered(changes)
     assert len({c.commit_lsn for c in changes}) == 5  # five transactions
-    assert isinstance(events[-1], MessageEvent)
-    assert (events[-1].prefix, events[-1].content) == (MESSAGE_PREFIX, b"heartbeat")
-    assert events[-1].transactional
-    # pg_logical_emit_message returns the end of its record: the heartbeat's commit LSN.
-    assert events[-1].commit_lsn == lsn_to_int(heartbeat_lsn)
-
     # Raw rows: Begin's final_lsn is the commit LSN; a Commit row's lsn column is its end_lsn.
     decoded = [(lsn, xid, decode_message(data)) for lsn, xid, data in rows]
     begins = [(xid, m) for _, xid, m in decoded if isinstance(m, Begin)]
@@ -191,6 +187,11 @@ def test_full_identity_stream_peek_is_repeatable_and_advance_consumes(cdc_setup)
         assert begin.final_lsn == commit.commit_lsn
         assert bxid == cxid == begin.xid
         assert lsn_to_int(clsn) == commit.end_lsn
+    # The sixth transaction is the heartbeat: a logical message and no change.
+    (beat,) = [m for _, _, m in decoded if isinstance(m, LogicalMessage)]
+    assert (beat.prefix, beat.content, beat.transactional) == (MESSAGE_PREFIX, b"heartbeat", True)
+    # pg_logical_emit_message returns the end of its record: the heartbeat's commit LSN.
+    assert commits[-1][2].commit_lsn == lsn_to_int(heartbeat_lsn)
     # The COPY rows share one WAL LSN; the multi-row VALUES rows do not: only positions
     # tell changes apart in general.
     inserts = [(lsn, m) for lsn, _, m in decoded if isinstance(m, Insert)]
@@ -362,14 +363,9 @@ def test_large_transaction_spilled_to_disk(cdc_setup):
     insert(cdc.conn, row("AFTER"))
     # A tiny reorder buffer makes the server spill the transaction to disk while decoding.
     cdc.conn.execute("SET logical_decoding_work_mem = '64kB'")
-    decoder = ChangeDecoder()
-    changes = [
-        e
-        for e in decoder.decode(
-            d for _, _, d in peek_changes(cdc.conn, cdc.slot, cdc.publication, None, fetch_rows=300)
-        )
-        if isinstance(e, Change)
-    ]
+    changes = decode_all(
+        d for _, _, d in peek_changes(cdc.conn, cdc.slot, cdc.publication, None, fetch_rows=300)
+    )
     assert len(changes) == 5001
     bulk, after = changes[:5000], changes[5000]
     assert {c.commit_lsn for c in bulk} == {bulk[0].commit_lsn}
@@ -383,7 +379,6 @@ def test_large_transaction_spilled_to_disk(cdc_setup):
         "last_modified_date": T,
     }
     assert (after.commit_lsn, after.position_in_txn) > (bulk[-1].commit_lsn, 4999)
-    assert decoder.committed_end_lsn == after.end_lsn
 
 
 # -- logical messages (heartbeats) ----------------------------------------------------------
@@ -391,21 +386,12 @@ def test_heartbeat_gives_an_idle_slot_a_position_to_acknowledge(cdc_setup):
     cdc = cdc_setup("FULL")
     before = slot_health(cdc.conn, cdc.slot)["confirmed_flush_lsn"]
     emit_heartbeat(cdc.conn)
-    decoder = ChangeDecoder()
-    events = list(decoder.decode(d for _, _, d in cdc.rows()))
-    assert len(events) == 1
-    beat = events[0]
-    assert beat == MessageEvent(
-        MESSAGE_PREFIX,
-        b"heartbeat",
-        beat.lsn,
-        True,
-        xid=beat.xid,
-        commit_lsn=beat.commit_lsn,
-        end_lsn=beat.end_lsn,
-    )
-    assert decoder.committed_end_lsn == beat.end_lsn
-    acked = advance_slot(cdc.conn, cdc.slot, int_to_lsn(beat.end_lsn))
+    rows = cdc.rows()
+    assert decode_all(d for _, _, d in rows) == []  # nothing to deliver
+    kinds = [type(decode_message(d)) for _, _, d in rows]
+    assert kinds == [Begin, LogicalMessage, Commit]
+    # The capture acknowledges the position it peeked up to; the heartbeat's Commit is there.
+    acked = advance_slot(cdc.conn, cdc.slot, current_wal_lsn(cdc.conn))
     assert lsn_to_int(acked) > lsn_to_int(before)
     assert cdc.rows() == []
 
@@ -420,9 +406,10 @@ def test_non_transactional_message_survives_rollback(cdc_setup):
     emit_heartbeat(cdc.conn)  # commits with synchronous_commit = on: flushes
     rows = cdc.rows()
     assert rows[0][1] == 0  # outside any transaction
-    events = cdc.events()
-    assert events[0] == MessageEvent("services_sync", b"now", decode_message(rows[0][2]).lsn, False)
-    assert [(e.content, e.transactional) for e in events] == [(b"now", False), (b"heartbeat", True)]
+    messages = [decode_message(d) for _, _, d in rows]
+    beats = [(m.content, m.transactional) for m in messages if isinstance(m, LogicalMessage)]
+    assert beats == [(b"now", False), (b"heartbeat", True)]
+    assert cdc.changes() == []  # the decoder skips both
 
 
 # -- names, types, sessions -----------------------------------------------------------------
@@ -483,7 +470,7 @@ def test_session_datestyle_and_timezone_change_the_text_peek_changes_pins_them(c
         (cdc.slot, cdc.publication),
     ).fetchall()
     with pytest.raises(PgOutputError, match="DateStyle"):
-        list(ChangeDecoder().decode(d for (d,) in raw))
+        decode_all(d for (d,) in raw)
     # The session's own settings are untouched (SET LOCAL in peek_changes' transaction).
     assert cdc.conn.execute("SHOW TimeZone").fetchone() == ("Asia/Kolkata",)
 
@@ -507,12 +494,10 @@ def test_types_by_oid_and_type_message_on_a_real_server(source_db):
             "'{\"a\": 1}'), (1, NULL, NULL, 'NaN', false, NULL, '-Infinity', 'infinity', "
             "'-infinity', 'infinity', NULL, NULL, NULL)"
         )
-        decoder = ChangeDecoder()
         messages = [decode_message(d) for _, _, d in peek_changes(conn, slot, pub, None)]
-        changes = list(decoder.decode(d for _, _, d in peek_changes(conn, slot, pub, None)))
+        changes = decode_all(d for _, _, d in peek_changes(conn, slot, pub, None))
         mood_oid = conn.execute("SELECT 'mood'::regtype::oid").fetchone()[0]
         assert TypeMessage(mood_oid, "public", "mood") in messages
-        assert decoder.types[mood_oid].name == "mood"
         first, second = (c.new for c in changes)
         assert first == {
             "id": 9000000000,
@@ -636,18 +621,14 @@ def test_wal_level_replica_then_slot_limits_then_crash_durability():
             # the slot may hand back transactions already acknowledged (at-least-once).
             insert(conn, row("R1"))
             insert(conn, row("R2"))
-            seen = list(
-                ChangeDecoder().decode(d for _, _, d in peek_changes(conn, "s", "pub", None))
-            )
+            seen = decode_all(d for _, _, d in peek_changes(conn, "s", "pub", None))
             acked = advance_slot(conn, "s", int_to_lsn(seen[-1].end_lsn))
         cluster.stop("immediate")
         cluster.start()
         with connect(dsn) as conn:
             after_crash = slot_health(conn, "s")["confirmed_flush_lsn"]
             assert lsn_to_int(after_crash) <= lsn_to_int(acked)
-            again = list(
-                ChangeDecoder().decode(d for _, _, d in peek_changes(conn, "s", "pub", None))
-            )
+            again = decode_all(d for _, _, d in peek_changes(conn, "s", "pub", None))
             assert all(change in seen for change in again)  # only duplicates, never new data
             # With a checkpoint after the acknowledgement it survives the crash.
             advance_slot(conn, "s", acked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -13,7 +14,6 @@ from tests.reliability.harness import (
     H,
     add_faults,
     clear_faults,
-    count_ledger_rows,
     insert,
     inspect,
     interval,
@@ -32,23 +32,35 @@ from tests.reliability.reconcile import reconcile
 pytestmark = pytest.mark.e2e
 
 
-def test_receiver_down_connection_refused_then_back_up(dag, source_db, own_receiver):
+def test_receiver_down_connection_refused_then_back_up(dag, source_db, own_receiver, monkeypatch):
+    from services_sync.retry import DeliveryRetryPolicy
+
     insert(source_db, rows_for(H, 45, "DOWN") + rows_for(H + HOUR, 5, "NEXT"))
     own_receiver.stop()
 
+    # The receiver comes back once a try has met the closed port and the retry policy was asked
+    # about it (the real policy decides; this only notes that it was asked): no guess of how
+    # long building and the first POSTs take. A lane has 4 tries, over at least 2 s of backoff.
+    refused = threading.Event()
+    evaluate = DeliveryRetryPolicy.evaluate
+
+    def noting_refusals(self, exception, *args, **kwargs):
+        if "receiver unreachable (ConnectionError" in str(exception):
+            refused.set()
+        return evaluate(self, exception, *args, **kwargs)
+
+    monkeypatch.setattr(DeliveryRetryPolicy, "evaluate", noting_refusals)
+
     def bring_back() -> None:
-        # Back 1.5 s after the last batch is built: the first POSTs meet a closed port, and a
-        # batch has 4 tries spread over at least 2 s of backoff (plus dag.test's 1 s polling).
-        wait_for(lambda: count_ledger_rows(source_db) >= 3, timeout_s=60, what="3 built batches")
-        timer = threading.Timer(1.5, own_receiver.start)
-        timer.start()
-        timer.join()
+        if refused.wait(timeout=120):
+            own_receiver.start()
 
     restarter = threading.Thread(target=bring_back, daemon=True)
     restarter.start()
     run = run_interval(dag, H, batch_size=15)
-    restarter.join(timeout=30)
+    restarter.join(timeout=120)
 
+    assert refused.is_set(), "no POST met the closed port"
     assert run.state == "success"
     assert own_receiver.running
     tries = {ti.map_index: ti.try_number for ti in task_instances(run, "post_batches")}
@@ -88,11 +100,13 @@ def test_503_storm_across_batches(dag, source_db, receiver, capsys):
     assert inspect(receiver.url, "stats")["duplicates"] == 0
 
 
-def test_429_retry_after_is_honored_and_capped(dag, source_db, receiver):
+def test_429_retry_after_is_honored_and_capped(dag, source_db, receiver, capsys):
     """Retry-After in seconds, as an HTTP-date and absurdly long: the wait is honored, capped.
 
-    The cap in tests is SERVICES_SYNC_MAX_RETRY_AFTER_S=2, and the backoff of a first retry is
-    at most 0.5 s (SERVICES_SYNC_RETRY_DELAY_S), so a wait of 2 s proves the header was read.
+    The cap in tests is SERVICES_SYNC_MAX_RETRY_AFTER_S=2, and the backoff is at most 1 s
+    (SERVICES_SYNC_MAX_RETRY_DELAY_S), so a decision of 2 s proves the header was read and the
+    cap applied; the receiver then sees the retry no sooner than that. How much later it comes
+    depends on the machine's load, so it has no upper bound here.
     """
     insert(source_db, rows_for(H, 40, "SLOW"))
     in_an_hour = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
@@ -104,13 +118,21 @@ def test_429_retry_after_is_honored_and_capped(dag, source_db, receiver):
 
     assert run.state == "success"
     assert pending_faults(receiver.url) == []
+    # The policy's decision for each throttled try, as Airflow logs it: the Retry-After wait,
+    # capped at 2 s, not the backoff (seconds, an HTTP-date in an hour and 3600 s alike).
+    out = capsys.readouterr().out
+    exited = [line for line in out.splitlines() if "Task exited" in line]
+    assert len(exited) == 3 and all("HTTP 429 (transient, Retry-After" in x for x in exited)
+    decisions = [line for line in out.splitlines() if "Retry policy decision" in line]
+    assert len(decisions) == 3, decisions
+    assert all(re.search(r"next try in 2\.0 s \(Retry-After, after try \d\)", d) for d in decisions)
     throttled = [r for r in log.requests if r.fault == "status=429"]
     assert len(throttled) == 3
     for value, first in zip(asked, throttled, strict=True):
         retry = log.after(first)
         assert retry is not None, f"the batch throttled with Retry-After {value!r} never came back"
         gap = retry.at - first.at
-        assert 1.95 <= gap <= 15, f"Retry-After {value!r}: retried after {gap:.2f} s, want ~2 s"
+        assert gap >= 1.95, f"Retry-After {value!r}: retried after {gap:.2f} s, want >= 2 s"
     reconcile(source_db, receiver.url, [interval(H)])
 
 
@@ -126,10 +148,11 @@ def test_responses_slower_than_the_timeout(dag, source_db, receiver):
 
     with receiver_log() as log:
         run = run_interval(dag, H, batch_size=15)
-        # The second delayed request is processed after the client gave up on it, too.
+        # The second delayed request is processed after the client gave up on it, too (at most
+        # 7 s after it came; the timeout is generous, waiting ends as soon as it is there).
         wait_for(
             lambda: inspect(receiver.url, "stats")["duplicates"] == 2,
-            timeout_s=10,
+            timeout_s=60,
             what="both resends of the slow batch to be acknowledged as duplicates",
         )
 
