@@ -215,6 +215,12 @@ def celery_stack_env(
     env.update(CELERY_SETTINGS)
     env.update(
         {
+            # The executor counts a task as running until Celery's result backend reports it
+            # done, seconds after the task is: more slots than the workers have would queue
+            # tasks no worker can take, fewer leave the workers idle.
+            "AIRFLOW__CORE__PARALLELISM": str(
+                CELERY_WORKERS * int(CELERY_SETTINGS["AIRFLOW__CELERY__WORKER_CONCURRENCY"])
+            ),
             "AIRFLOW__CELERY__BROKER_URL": broker_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": (
                 CELERY_RESULT_BACKEND_SCHEME + metadata_dsn_[len("postgresql") :]

@@ -34,7 +34,6 @@ import itertools
 import json
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -339,8 +338,17 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
     assert all(r["finished_at"] for r in delivery_runs), delivery_runs
 
     # -- docker-compose.yaml's health checks, against the live components ---------------------
-    assert compose_healthcheck(stack, "airflow-triggerer", socket.getfqdn()) == 0
-    assert compose_healthcheck(stack, "airflow-dag-processor", socket.getfqdn()) == 0
+    # (In a container, $HOSTNAME is the hostname the component registers its job under.)
+    for service, job_type in (
+        ("airflow-triggerer", "TriggererJob"),
+        ("airflow-dag-processor", "DagProcessorJob"),
+    ):
+        hostname = _scalar(
+            stack,
+            "SELECT hostname FROM job WHERE job_type = %s AND state = 'running'",
+            (job_type,),
+        )
+        assert compose_healthcheck(stack, service, hostname) == 0, service
     assert compose_healthcheck(stack, "airflow-worker", survivor) == 0
     assert compose_healthcheck(stack, "airflow-worker", victim) != 0, "the killed worker answers"
 
