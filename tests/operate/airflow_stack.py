@@ -215,9 +215,9 @@ def celery_stack_env(
     env.update(CELERY_SETTINGS)
     env.update(
         {
-            # The executor counts a task as running until Celery's result backend reports it
-            # done, seconds after the task is: more slots than the workers have would queue
-            # tasks no worker can take, fewer leave the workers idle.
+            # As many executor slots as the workers have. The executor counts a task as
+            # running until Celery's result backend reports it done, seconds after it is: with
+            # LocalExecutor's 4 the scheduler waited on finished tasks.
             "AIRFLOW__CORE__PARALLELISM": str(
                 CELERY_WORKERS * int(CELERY_SETTINGS["AIRFLOW__CELERY__WORKER_CONCURRENCY"])
             ),

@@ -30,6 +30,7 @@ against the live components, so the compose file's commands are exercised too.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -107,10 +108,39 @@ def source(pg_cluster) -> str:
 @pytest.fixture(scope="module")
 def stack(pg_cluster, source, receiver_server, tmp_path_factory) -> Iterator[AirflowStack]:
     """The Celery stack, booted, the DAG still paused, the receiver emptied."""
-    home = tmp_path_factory.mktemp("celery-stack")
+    with celery_stack(
+        tmp_path_factory.mktemp("celery-stack"),
+        pg_cluster,
+        source,
+        receiver_server,
+        {
+            "SERVICES_SYNC_START_DATE": H0.isoformat(),
+            # A dead worker's task instance is failed (and retried) after this long without
+            # a heartbeat (default 300 s); the supervisor beats every 5 s.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+            "SERVICES_SYNC_BATCH_SIZE": str(BATCH_SIZE),
+            "SERVICES_SYNC_LANES": str(LANES),
+            "SERVICES_SYNC_POST_RETRIES": "8",
+            "SERVICES_SYNC_RETRY_DELAY_S": "1",
+            "SERVICES_SYNC_MAX_RETRY_DELAY_S": "2",
+            "SERVICES_SYNC_HTTP_TIMEOUT_S": "30",  # longer than the held request
+        },
+    ) as airflow:
+        yield airflow
+
+
+@contextlib.contextmanager
+def celery_stack(home, pg_cluster, source, receiver, extra) -> Iterator[AirflowStack]:
+    """A booted Celery stack on a fresh metadata database and a Redis of its own.
+
+    The scheduler creates the hourly runs and their catch-up itself; ``extra`` sets the start
+    date and whatever else the caller needs. Stopped (and checked to leave nothing running)
+    on exit.
+    """
     meta = pg_cluster.create_database(f"airflow_{uuid.uuid4().hex[:10]}")
-    port = int(receiver_server.url.rsplit(":", 1)[1])
-    requests.delete(f"{receiver_server.url}/inspect", timeout=5).raise_for_status()
+    port = int(receiver.url.rsplit(":", 1)[1])
+    requests.delete(f"{receiver.url}/inspect", timeout=5).raise_for_status()
     with redis_server(home / "redis") as broker_url:
         env = celery_stack_env(
             home / "airflow",
@@ -118,26 +148,15 @@ def stack(pg_cluster, source, receiver_server, tmp_path_factory) -> Iterator[Air
             free_port(),
             broker_url,
             {
-                # The scheduler creates the hourly runs and their catch-up itself.
                 "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
                 "SERVICES_SYNC_CATCHUP": "on",
-                "SERVICES_SYNC_START_DATE": H0.isoformat(),
-                # A dead worker's task instance is failed (and retried) after this long without
-                # a heartbeat (default 300 s); the supervisor beats every 5 s.
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
                 "AIRFLOW_CONN_SERVICES_SOURCE_DB": source,
                 "AIRFLOW_CONN_SERVICES_API": json.dumps(
                     {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"}
                 ),
                 "SERVICES_SYNC_CLOCK_SKEW_S": "0",
-                "SERVICES_SYNC_BATCH_SIZE": str(BATCH_SIZE),
-                "SERVICES_SYNC_LANES": str(LANES),
-                "SERVICES_SYNC_POST_RETRIES": "8",
-                "SERVICES_SYNC_RETRY_DELAY_S": "1",
-                "SERVICES_SYNC_MAX_RETRY_DELAY_S": "2",
-                "SERVICES_SYNC_HTTP_TIMEOUT_S": "30",  # longer than the held request
+                **extra,
             },
         )
         airflow = AirflowStack(home / "airflow", env)
@@ -356,6 +375,7 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
         log = stack.log(name)
         assert "Traceback" not in log, f"{name} log:\n{log[-6000:]}"
     print(f"celery stack timings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
+    print(f"celery stack task latencies: {json.dumps(task_latencies(stack))}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -531,3 +551,58 @@ def compose_healthcheck(stack: AirflowStack, service: str, hostname: str) -> int
     if result.returncode != 0:
         print(f"health check of {service} ({shlex.quote(command)}): {result.stderr[-1000:]}")
     return result.returncode
+
+
+def task_latencies(stack: AirflowStack) -> dict[str, object]:
+    """How long task instances of the sync DAG waited, over every try that ran (seconds).
+
+    ``scheduled_to_queued``: the scheduler handing the try to Celery; ``queued_to_start``: the
+    broker, a worker picking it up and the task process starting (the Execution API's start
+    call); ``run``: start to end of the try; ``handoff``: the end of a task to the start of the
+    next one in the same run (the chain's own cost per task; last tries only, parallel lanes
+    left out). Median, 95th percentile, max.
+    """
+    found = rows(
+        stack.meta_dsn,
+        "SELECT run_id, task_id, map_index, scheduled_dttm, queued_dttm, start_date, end_date,"
+        " true FROM task_instance WHERE dag_id = %(dag)s AND start_date IS NOT NULL"
+        " UNION ALL SELECT run_id, task_id, map_index, scheduled_dttm, queued_dttm, start_date,"
+        " end_date, false FROM task_instance_history WHERE dag_id = %(dag)s"
+        " AND start_date IS NOT NULL",
+        {"dag": DAG_ID},
+    )
+
+    def summary(values: list[float]) -> dict[str, float]:
+        values = sorted(values)
+        if not values:
+            return {}
+        pick = lambda q: values[min(len(values) - 1, round(q * (len(values) - 1)))]  # noqa: E731
+        return {
+            "n": len(values),
+            "p50": round(pick(0.5), 2),
+            "p95": round(pick(0.95), 2),
+            "max": round(values[-1], 2),
+        }
+
+    def seconds(a, b) -> float | None:
+        return (b - a).total_seconds() if a and b else None
+
+    scheduled = [seconds(r[3], r[4]) for r in found]
+    queued = [seconds(r[4], r[5]) for r in found]
+    run = [seconds(r[5], r[6]) for r in found]
+    by_run: dict[str, list[tuple]] = {}
+    for r in found:
+        if r[7]:  # the last try of each task: earlier tries' ends are followed by retry delays
+            by_run.setdefault(r[0], []).append(r)
+    handoff = []
+    for tries in by_run.values():
+        tries.sort(key=lambda r: r[5])
+        for previous, current in itertools.pairwise(tries):
+            if previous[6] and current[5] > previous[6]:
+                handoff.append(seconds(previous[6], current[5]))
+    return {
+        "scheduled_to_queued": summary([v for v in scheduled if v is not None]),
+        "queued_to_start": summary([v for v in queued if v is not None]),
+        "run": summary([v for v in run if v is not None]),
+        "handoff": summary([v for v in handoff if v is not None]),
+    }
