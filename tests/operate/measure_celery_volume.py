@@ -1,15 +1,16 @@
 """One hour of many changed rows, end to end, on the Celery stack: a measurement, opt-in.
 
-Not part of ``make test`` (it is skipped unless ``SERVICES_SYNC_CELERY_VOLUME_ROWS`` is set):
-it measures, it asserts only that everything arrived. It boots the same stack as
+Not part of ``make test`` (pytest collects ``test_*.py`` only; name this file to run it): it
+measures, it asserts only that everything arrived. It boots the same stack as
 test_celery_stack.py (api-server, scheduler, dag-processor, triggerer, two Celery workers, a
 Redis of its own, PostgreSQL metadata) with the DAG's defaults for batches and lanes (1,000
 records per POST, 4 lanes), puts N rows in the last whole hour, makes that hour the start
 date, unpauses the DAG and lets the scheduler run it. It prints the run's wall time (run start
 to end, and queued to end) and the task latencies; the README's Deploying section quotes them::
 
-    SERVICES_SYNC_CELERY_VOLUME_ROWS=100000 .venv/bin/python -m pytest -s -p no:cacheprovider \\
-        tests/operate/test_celery_volume.py
+    .venv/bin/python -m pytest -s tests/operate/measure_celery_volume.py
+
+``SERVICES_SYNC_CELERY_VOLUME_ROWS`` sets the number of rows (default 100,000).
 """
 
 from __future__ import annotations
@@ -33,19 +34,13 @@ from tests.operate.test_celery_stack import (
     wait_for_state,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not os.environ.get("SERVICES_SYNC_CELERY_VOLUME_ROWS"),
-        reason="a measurement: set SERVICES_SYNC_CELERY_VOLUME_ROWS=100000 to run it",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 HOUR = pendulum.now("UTC").start_of("hour") - timedelta(hours=1)
 
 
 def test_one_hour_of_many_rows_end_to_end(pg_cluster, receiver_server, tmp_path):
-    count = int(os.environ["SERVICES_SYNC_CELERY_VOLUME_ROWS"])
+    count = int(os.environ.get("SERVICES_SYNC_CELERY_VOLUME_ROWS") or 100_000)
     source = pg_cluster.create_database(f"src_{uuid.uuid4().hex[:10]}")
     step = 3600 / count
     with psycopg.connect(source, autocommit=True) as conn:
