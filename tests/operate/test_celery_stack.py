@@ -280,8 +280,9 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
     # -- H2 follows, in order ---------------------------------------------------------------
     run2 = wait_for_run_of(stack, H2)
     wait_for_state(stack, run2, "success")
-    runs = scheduled_runs(stack)
-    assert [(r["data_interval_start"], r["state"]) for r in runs[:3]] == [
+    # (A fourth, empty hour may follow if the test crosses the top of an hour.)
+    runs = scheduled_runs(stack)[:3]
+    assert [(r["data_interval_start"], r["state"]) for r in runs] == [
         (H0, "success"),
         (H1, "success"),
         (H2, "success"),
@@ -353,8 +354,8 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
     assert {r["status"] for r in ledger} <= {"acked", "replaced"}, ledger
     assert {r["idempotency_key"] for r in acked} == {b["idempotency_key"] for b in batches}
     assert all(r["acked_at"] for r in acked)
-    assert {r["run_id"] for r in delivery_runs} >= {run0, run1, run2}
-    assert all(r["finished_at"] for r in delivery_runs), delivery_runs
+    finished = {r["run_id"]: r["finished_at"] for r in delivery_runs}
+    assert all(finished.get(run) for run in (run0, run1, run2)), delivery_runs
 
     # -- docker-compose.yaml's health checks, against the live components ---------------------
     # (In a container, $HOSTNAME is the hostname the component registers its job under.)
