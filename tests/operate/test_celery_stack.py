@@ -88,6 +88,7 @@ SLOW = "B-0007"  # in H1's batch 1 (B-0005 .. B-0009): held by the receiver, its
 SLOW_DELAY_S = 6
 WORKERS = tuple(f"worker-{chr(ord('a') + i)}" for i in range(CELERY_WORKERS))
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
+POST_POOL = "services_api_posts"
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,8 @@ def stack(pg_cluster, source, receiver_server, tmp_path_factory) -> Iterator[Air
             "SERVICES_SYNC_RETRY_DELAY_S": "1",
             "SERVICES_SYNC_MAX_RETRY_DELAY_S": "2",
             "SERVICES_SYNC_HTTP_TIMEOUT_S": "30",  # longer than the held request
+            # README, Deploying: a pool caps the POSTs of every run and backfill together.
+            "SERVICES_SYNC_POST_POOL": POST_POOL,
         },
     ) as airflow:
         yield airflow
@@ -223,6 +226,7 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
 
     # -- 1 + 2. Catch-up under a receiver outage ----------------------------------------------
     set_faults(receiver, [{"status": 503, "times": 100_000}])
+    stack.cli("pools", "set", POST_POOL, "4", "POSTs to the receiver")  # as the README says
     stack.cli("dags", "unpause", DAG_ID)
     run0 = wait_for_run_of(stack, H0)
     # Both lanes of H0 fail twice, then the receiver comes back. Meanwhile one of H0's rows,
@@ -356,6 +360,12 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
     assert all(r["acked_at"] for r in acked)
     finished = {r["run_id"]: r["finished_at"] for r in delivery_runs}
     assert all(finished.get(run) for run in (run0, run1, run2)), delivery_runs
+    lane_pools = rows(
+        stack.meta_dsn,
+        "SELECT DISTINCT pool FROM task_instance WHERE dag_id = %s AND task_id = 'post_batches'",
+        (DAG_ID,),
+    )
+    assert lane_pools == [(POST_POOL,)]
 
     # -- docker-compose.yaml's health checks, against the live components ---------------------
     # (In a container, $HOSTNAME is the hostname the component registers its job under.)
@@ -372,11 +382,35 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
     assert compose_healthcheck(stack, "airflow-worker", survivor) == 0
     assert compose_healthcheck(stack, "airflow-worker", victim) != 0, "the killed worker answers"
 
+    latencies = task_latencies(stack)  # before the clean below deletes the task instances
+
+    # -- README, Deploying: `airflow db clean` ------------------------------------------------
+    # The README's command, with a cut-off after every run (its example keeps 30 days): all
+    # goes but each DAG's most recently started non-manual run, which Airflow always keeps.
+    (latest,) = rows(
+        stack.meta_dsn,
+        "SELECT run_id FROM dag_run WHERE dag_id = %s AND run_type <> 'manual'"
+        " ORDER BY start_date DESC LIMIT 1",
+        (DAG_ID,),
+    )
+    tables = "dag_run,task_instance,task_instance_history,xcom,log,job"
+    tables += ",celery_taskmeta,celery_tasksetmeta"
+    cutoff = pendulum.now("UTC").add(minutes=1).isoformat()
+    celery_results = _scalar(stack, "SELECT count(*) FROM celery_taskmeta")
+    stack.cli(
+        "db", "clean", "--clean-before-timestamp", cutoff, "--tables", tables,
+        "--skip-archive", "--yes",
+    )  # fmt: skip
+    assert rows(stack.meta_dsn, "SELECT run_id FROM dag_run WHERE dag_id = %s", (DAG_ID,)) == [
+        latest
+    ]
+    assert _scalar(stack, "SELECT count(*) FROM celery_taskmeta") < celery_results
+
     for name in ("scheduler", "dag-processor", "triggerer", "api-server", survivor):
         log = stack.log(name)
         assert "Traceback" not in log, f"{name} log:\n{log[-6000:]}"
     print(f"celery stack timings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
-    print(f"celery stack task latencies: {json.dumps(task_latencies(stack))}")
+    print(f"celery stack task latencies: {json.dumps(latencies)}")
 
 
 # ------------------------------------------------------------------------------------------
