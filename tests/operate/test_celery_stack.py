@@ -384,9 +384,18 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
 
     latencies = task_latencies(stack)  # before the clean below deletes the task instances
 
+    for name in ("scheduler", "dag-processor", "triggerer", "api-server", survivor):
+        log = stack.log(name)
+        assert "Traceback" not in log, f"{name} log:\n{log[-6000:]}"
+    print(f"celery stack timings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
+    print(f"celery stack task latencies: {json.dumps(latencies)}")
+
     # -- README, Deploying: `airflow db clean` ------------------------------------------------
     # The README's command, with a cut-off after every run (its example keeps 30 days): all
     # goes but each DAG's most recently started non-manual run, which Airflow always keeps.
+    # On the stopped stack: a cut-off this late would also delete the running components' own
+    # `job` rows (a 30-day cut-off never reaches a live heartbeat).
+    assert stack.stop() == []
     (latest,) = rows(
         stack.meta_dsn,
         "SELECT run_id FROM dag_run WHERE dag_id = %s AND run_type <> 'manual'"
@@ -405,12 +414,6 @@ def test_celery_stack_catch_up_outage_worker_kill_and_backfill(stack, source, re
         latest
     ]
     assert _scalar(stack, "SELECT count(*) FROM celery_taskmeta") < celery_results
-
-    for name in ("scheduler", "dag-processor", "triggerer", "api-server", survivor):
-        log = stack.log(name)
-        assert "Traceback" not in log, f"{name} log:\n{log[-6000:]}"
-    print(f"celery stack timings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
-    print(f"celery stack task latencies: {json.dumps(latencies)}")
 
 
 # ------------------------------------------------------------------------------------------
