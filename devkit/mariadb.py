@@ -210,6 +210,24 @@ class MariaDBServer:
             cur.execute(sql, params)
             return list(cur.fetchall())
 
+    def purge_binary_logs(self, timeout_s: float = 30) -> str:
+        """Rotate the binary log and purge every older file, as a DBA or an expiry would.
+
+        A file is purgeable only once the storage engine has made its transactions durable
+        (MariaDB's binlog checkpoint, a second or so here): ``PURGE`` silently keeps it until
+        then, so this retries until only the new current file is left. Returns its name.
+        """
+        self.execute("FLUSH BINARY LOGS")
+        current = self.execute("SHOW MASTER STATUS")[0][0]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.execute("PURGE BINARY LOGS TO %s", (current,))
+            if [row[0] for row in self.execute("SHOW BINARY LOGS")] == [current]:
+                return current
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"binary logs before {current} were not purged")
+            time.sleep(0.2)
+
     # -- internals -------------------------------------------------------------------------
     def _user_args(self) -> list[str]:
         return [f"--user={_RUN_AS}"] if os.geteuid() == 0 else []

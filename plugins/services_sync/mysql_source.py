@@ -57,7 +57,10 @@ def query(conn: Any, name: str, params: dict[str, Any] | None = None) -> list[tu
     """All rows of ``include/sql/services_sync/mysql/<name>``."""
     cur = conn.cursor()
     try:
-        cur.execute(load_sql(f"mysql/{name}"), params or {})
+        if params:
+            cur.execute(load_sql(f"mysql/{name}"), params)
+        else:  # no substitution at all: a literal % (LIKE 'binlog_%') stays as it is
+            cur.execute(load_sql(f"mysql/{name}"))
         return list(cur.fetchall()) if cur.description else []
     finally:
         cur.close()
