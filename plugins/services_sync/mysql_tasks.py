@@ -42,6 +42,7 @@ _HTTP_EXAMPLE = (
 
 #: MySQL error numbers the setup check turns into a fix.
 _NO_TABLE, _NO_COLUMN, _TABLE_DENIED, _NEEDS_PRIVILEGE = 1146, 1054, 1142, 1227
+_DATABASE_DENIED = 1044
 
 
 def settings_for_mysql(settings: Settings | None = None) -> Settings:
@@ -117,7 +118,7 @@ def check_source(settings: Settings) -> None:
                 f"the expected columns ({exc}). Point the connection's schema (database) at the "
                 "right database."
             ) from None
-        if number == _TABLE_DENIED:
+        if number in {_TABLE_DENIED, _DATABASE_DENIED}:
             raise AirflowFailException(
                 f"The user of connection '{source}' may not read service_requests ({exc}). Run: "
                 "GRANT SELECT ON <database>.service_requests TO '<user>'@'<host>';"

@@ -99,3 +99,48 @@ def test_two_intervals_deliver_exactly_their_records_and_quarantine_bad_rows(
         " FROM services_sync.delivery_runs ORDER BY interval_start",
     )
     assert runs == [(DAG_ID, H, 10, 8, 2), (DAG_ID, H + timedelta(hours=1), 5, 5, 0)]
+
+
+def test_a_rerun_resends_identical_bodies_and_keys(
+    dag, airflow_db, mariadb_server, mysql_db, state_db, receiver
+):
+    with mariadb_server.connect(mysql_db) as conn:
+        insert_mysql_rows(conn, rows_for(H, 25, "R"))
+    assert run_interval(dag, H, batch_size=10).state == "success"
+    before = inspect(receiver, "batches")
+    assert sorted(b["count"] for b in before) == [5, 10, 10]
+    assert run_interval(dag, H, batch_size=10).state == "success"
+    after = inspect(receiver, "batches")
+    assert {(b["idempotency_key"], b["body_sha256"]) for b in after} == {
+        (b["idempotency_key"], b["body_sha256"]) for b in before
+    }
+
+
+def test_reconciliation_tells_a_late_commit_from_an_update_in_place(
+    dag, airflow_db, mariadb_server, mysql_db, state_db, receiver, caplog
+):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from services_sync import mysql_tasks
+
+    with mariadb_server.connect(mysql_db) as conn:
+        insert_mysql_rows(conn, rows_for(H, 4, "Q"))
+    run = run_interval(dag, H)
+    assert run.state == "success"
+    args = {
+        "dag_id": DAG_ID,
+        "run_id": run.run_id,
+        "data_interval_start": H,
+        "data_interval_end": H + timedelta(hours=1),
+    }
+    # Updated in place: same last_modified_date, another status. A warning, not a failure.
+    with mariadb_server.connect(mysql_db) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE service_requests SET status_id = '5' WHERE request_id = 'Q-0001'")
+    result = mysql_tasks.reconcile_interval(**args)
+    assert result["updated_in_place_rows"] == 1
+    assert "Q-0001 (water)" in caplog.text and "status_id 2 -> 5" in caplog.text
+    # A row committed into the hour after it was read (a clock behind the skew margin).
+    with mariadb_server.connect(mysql_db) as conn:
+        insert_mysql_rows(conn, [("water", "LATE-1", H, "1", H + timedelta(minutes=30))])
+    with pytest.raises(AirflowFailException, match=r"1 row\(s\) in the interval were committed"):
+        mysql_tasks.reconcile_interval(**args)
