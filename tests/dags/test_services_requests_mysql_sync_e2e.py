@@ -100,6 +100,20 @@ def test_two_intervals_deliver_exactly_their_records_and_quarantine_bad_rows(
     )
     assert runs == [(DAG_ID, H, 10, 8, 2), (DAG_ID, H + timedelta(hours=1), 5, 5, 0)]
 
+    # The status view of this DAG reads the same PostgreSQL ledger.
+    from services_sync import status
+
+    report = status.load_report(dag_id=DAG_ID, now=H + timedelta(hours=3))
+    delivered = {
+        i.interval_start: (i.status, i.rows_delivered, i.rows_quarantined)
+        for i in report.intervals
+        if i.run_id
+    }
+    assert delivered == {
+        H: ("delivered", 8, 2),
+        H + timedelta(hours=1): ("delivered", 5, 0),
+    }
+
 
 def test_a_rerun_resends_identical_bodies_and_keys(
     dag, airflow_db, mariadb_server, mysql_db, state_db, receiver
