@@ -13,7 +13,7 @@ ARGS ?= --help
 AIRFLOW_STACK ?= .airflow
 BENCH_ARGS ?=
 
-.PHONY: help install os-packages demo demo-cdc cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke clean
+.PHONY: help install os-packages demo demo-cdc demo-mysql cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ demo: $(STAMP) ## Run the DAG for a few hours on an embedded PostgreSQL and the 
 
 demo-cdc: $(STAMP) ## The CDC DAG (logical decoding): snapshot, inserts/updates/deletes, a late commit
 	$(BIN)/python -m devkit.demo_cdc
+
+demo-mysql: $(STAMP) ## Both MySQL DAGs on a MariaDB the demo starts: query mode, binlog CDC, deletes, a late commit
+	devkit/ensure-os-packages mariadb
+	$(BIN)/python -m devkit.demo_mysql
 
 cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLOW_CONN_SERVICES_SOURCE_DB)
 	PYTHONPATH=plugins $(BIN)/python -m services_sync.cdc_setup

@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -99,7 +100,7 @@ class MariaDBServer:
         if not (self.data_dir / "mysql").exists():
             self.base_dir.mkdir(parents=True, exist_ok=True)
             self._chown(self.base_dir)
-            subprocess.run(
+            created = subprocess.run(
                 [
                     _bin("mariadb-install-db"),
                     "--no-defaults",
@@ -108,10 +109,13 @@ class MariaDBServer:
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
                 ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
+            if created.returncode != 0:
+                raise RuntimeError(f"mariadb-install-db failed:\n{created.stdout[-3000:]}")
         args = [
             _bin("mariadbd"),
             "--no-defaults",
@@ -233,10 +237,20 @@ class MariaDBServer:
         return [f"--user={_RUN_AS}"] if os.geteuid() == 0 else []
 
     def _chown(self, path: Path) -> None:
+        """Give the folder to the server's user, and let it through every folder above.
+
+        As root the server runs as ``mysql``, which must reach its data folder: a parent made
+        by ``mkdtemp`` (pytest's ``tmp_path``, a workspace) is ``0700`` root (as
+        ``devkit.pgcluster`` does for PostgreSQL's user).
+        """
         if os.geteuid() != 0:
             return
         entry = pwd.getpwnam(_RUN_AS)
         os.chown(path, entry.pw_uid, entry.pw_gid)
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
 
     def _wait_ready(self) -> None:
         import pymysql
