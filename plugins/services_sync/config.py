@@ -195,7 +195,7 @@ class Settings:
     cdc_max_retained_wal_bytes: int
     mysql_source_conn_id: str = "services_mysql_db"
     mysql_cdc_server_id: int = 4242
-    mysql_binlog_warn_files: int = 2
+    mysql_binlog_warn_files: int = 1
 
     @property
     def retry_budget(self) -> timedelta:
@@ -284,7 +284,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         mysql_source_conn_id=_get(env, "SERVICES_SYNC_MYSQL_SOURCE_CONN_ID", "services_mysql_db"),
         mysql_cdc_server_id=_int(env, "SERVICES_SYNC_MYSQL_CDC_SERVER_ID", 4242, minimum=1),
-        mysql_binlog_warn_files=_int(env, "SERVICES_SYNC_MYSQL_BINLOG_WARN_FILES", 2, minimum=0),
+        mysql_binlog_warn_files=_int(env, "SERVICES_SYNC_MYSQL_BINLOG_WARN_FILES", 1, minimum=0),
     )
 
 
