@@ -34,7 +34,6 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 # services_sync.binlog_tasks is imported inside each task: it pulls in the binlog reader and
 # psycopg, which parsing this file does not need.
-from services_sync import record
 from services_sync.config import load_settings
 from services_sync.dag_defaults import (
     allow_dag_test,
@@ -42,7 +41,7 @@ from services_sync.dag_defaults import (
     default_args,
     stuck_run_deadline,
 )
-from services_sync.lanes import DeliveryLaneOperator, lane_args, lane_numbers
+from services_sync.dag_parts import deliver_window
 
 DAG_ID = "services_requests_mysql_cdc"
 SETTINGS = load_settings()
@@ -95,49 +94,12 @@ def services_requests_mysql_cdc():
 
         return binlog_tasks.capture_changes(DAG_ID, run_id, params)
 
-    @task
-    def build_change_batches(window, run_id=None, data_interval_start=None, data_interval_end=None):
-        """Cut the window into batches in the outbox (a resumed window is already there)."""
-        from services_sync import binlog_tasks
-
-        return binlog_tasks.build_change_batches(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            window_id=window["window_id"],
-            interval=record.interval_or_none(data_interval_start, data_interval_end),
-        )
-
-    post_batches = DeliveryLaneOperator.partial(
-        task_id="post_batches",
-        **lane_args(SETTINGS),
-    ).expand(lane=lane_numbers(SETTINGS))
-
-    @task(trigger_rule="all_done")
-    def record_delivery(window, run_id=None, data_interval_start=None, data_interval_end=None):
-        """Fail, once, naming every batch of the window not acknowledged; log the summary."""
-        return record.record_delivery(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            interval=record.interval_or_none(data_interval_start, data_interval_end),
-            window_id=window["window_id"] if window else None,
-        )
-
-    @task(multiple_outputs=False)
-    def acknowledge_changes(window):
-        """Save the position past the delivered window (never before every batch is acked)."""
-        from services_sync import binlog_tasks
-
-        return binlog_tasks.acknowledge_changes(window["window_id"], dag_id=DAG_ID)
-
     window = capture_changes()
     chain(
         check_binlog_setup(),
         check_binlog_retention(),
         window,
-        build_change_batches(window),
-        post_batches,
-        record_delivery(window),
-        acknowledge_changes(window),
+        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.binlog_tasks"),
     )
 
 

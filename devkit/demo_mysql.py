@@ -44,11 +44,11 @@ from devkit.demo import (
     run_hour,
     show_path,
 )
+from devkit.demo_cdc import DELETED_STATUS, compare_with_receiver
 
 QUERY_DAG_ID = "services_requests_mysql_sync"
 CDC_DAG_ID = "services_requests_mysql_cdc"
 DATABASE = "services"
-DELETED_STATUS = -1
 _OPENED = FIRST_HOUR - timedelta(days=2)
 
 
@@ -202,9 +202,6 @@ def _sent(dsn: str, dag_id: str, run_id: str) -> tuple[int, int, int]:
 def report(services: Services, mariadb: Any, runs: Sequence[Any]) -> int:
     """Compare the receiver with the table; print the saved position; 0 when all is well."""
     import psycopg
-    import requests
-
-    from services_sync.transform import transform_rows
 
     table = mariadb.execute(
         "SELECT service_id, request_id, opening_date, status_id, last_modified_date "
@@ -216,34 +213,12 @@ def report(services: Services, mariadb: Any, runs: Sequence[Any]) -> int:
             "SELECT w.upto_lsn::text, w.upto_gtid FROM services_sync.cdc_windows AS w "
             "WHERE w.status = 'acknowledged' ORDER BY w.upto_lsn DESC LIMIT 1"
         ).fetchone()
-    expected = {(r["service_id"], r["request_id"]): r for r in transform_rows(table).records}
-    url = services.receiver.url
-    received = {
-        (r["service_id"], r["request_id"]): {k: v for k, v in r.items() if k != "idempotency_key"}
-        for r in requests.get(f"{url}/inspect/state", timeout=10).json()
-    }
-    stats = requests.get(f"{url}/inspect/stats", timeout=10).json()
-    flagged = {k for k, r in received.items() if r["status_id"] == DELETED_STATUS}
-    missing = [k for k, r in expected.items() if received.get(k) != r]
-    extra = [k for k in received if k not in expected and k not in flagged]
-    print()
-    print(
-        f"receiver     {len(received)} requests ({len(flagged)} flagged deleted), "
-        f"{stats['records']} records in {stats['batches']} batches, "
-        f"{stats['duplicates']} duplicate batches"
-    )
-    print(
-        f"table        {len(table)} rows, {len(expected)} valid: "
-        f"{len(expected) - len(missing)} identical at the receiver"
-    )
+    matches = compare_with_receiver(table, services.receiver.url)
     if saved is not None:
         from services_sync.binlog_source import BinlogPosition
 
         print(f"position     saved at {BinlogPosition.from_lsn(saved[0])}, GTID {saved[1]}")
-    ok = all(r.ok for r in runs) and not missing and not extra and len(flagged) == 2
-    if missing or extra:
-        print(f"MISMATCH: missing/different {missing[:5]}, unexpected {extra[:5]}")
-    return 0 if ok else 1
+    return 0 if all(r.ok for r in runs) and matches else 1
 
 
 if __name__ == "__main__":

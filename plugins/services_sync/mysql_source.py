@@ -35,15 +35,12 @@ def connect(conn_id: str) -> Iterator[Any]:
     """
     from airflow.providers.mysql.hooks.mysql import MySqlHook
 
-    conn = MySqlHook(mysql_conn_id=conn_id, init_command=MYSQL_INIT_COMMAND).get_conn()
-    try:
+    from services_sync.db import finishing
+
+    with finishing(
+        MySqlHook(mysql_conn_id=conn_id, init_command=MYSQL_INIT_COMMAND).get_conn()
+    ) as conn:
         yield conn
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.close()
 
 
 def utc_text(value: datetime) -> str:
@@ -67,16 +64,9 @@ def query(conn: Any, name: str, params: dict[str, Any] | None = None) -> list[tu
 
 
 def _bounds(interval: Interval, lower: Sequence[str], upper: Sequence[str]) -> dict[str, Any]:
-    return {
-        "window_start": utc_text(interval.start),
-        "window_end": utc_text(interval.end),
-        "lower_lmd": lower[0],
-        "lower_rid": lower[1],
-        "lower_sid": lower[2],
-        "upper_lmd": upper[0],
-        "upper_rid": upper[1],
-        "upper_sid": upper[2],
-    }
+    from services_sync.source import batch_params
+
+    return batch_params(interval, lower, upper, stamp=utc_text)
 
 
 def read_planned_batches(
