@@ -71,7 +71,12 @@ def check_mysql_connections(settings: Settings) -> None:
 def _client_problems(conn_id: str) -> list[str]:
     from airflow.sdk import BaseHook
 
-    client = BaseHook.get_connection(conn_id).extra_dejson.get("client", "mysqlclient")
+    conn = BaseHook.get_connection(conn_id)
+    if not conn.schema:
+        # The database the reads and the binlog reader's filter use: without it the reader
+        # would take service_requests of every database on the server.
+        return [f"connection '{conn_id}' names no database: set its schema to the database"]
+    client = conn.extra_dejson.get("client", "mysqlclient")
     if client == "mysql-connector-python":
         return []
     try:

@@ -234,6 +234,10 @@ def test_setup_refuses_a_local_naive_zone_and_a_missing_client(
     monkeypatch.setenv("AIRFLOW_CONN_SERVICES_MYSQL_DB", json.dumps(uri))
     with pytest.raises(AirflowFailException, match='"client": "mysql-connector-python"'):
         mysql_tasks.check_mysql_connections(mysql_tasks.settings_for_mysql(load_settings()))
+    uri["extra"], uri["schema"] = {"client": "mysql-connector-python"}, ""
+    monkeypatch.setenv("AIRFLOW_CONN_SERVICES_MYSQL_DB", json.dumps(uri))
+    with pytest.raises(AirflowFailException, match="names no database"):
+        mysql_tasks.check_mysql_connections(mysql_tasks.settings_for_mysql(load_settings()))
 
 
 def test_newer_versions_finds_only_rows_that_moved_on(mariadb_server, mysql_db):
