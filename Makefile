@@ -57,7 +57,7 @@ airflow-cli: ## The Airflow CLI against the running `make airflow` stack: make a
 	@test -f $(AIRFLOW_STACK)/airflow.env || { echo "start the stack first: make airflow"; exit 1; }
 	@set -a && . $(AIRFLOW_STACK)/airflow.env && set +a && $(BIN)/python -m airflow $(ARGS)
 
-os-packages: ## Install the OS packages the tests need (Chromium; apt-get, as root or via sudo)
+os-packages: ## Install the OS packages the tests need (Chromium, redis-server; apt-get, as root or via sudo)
 	devkit/ensure-os-packages
 
 test: $(STAMP) $(COMPOSE_BIN) os-packages ## Install, lint and run the whole test suite

@@ -27,10 +27,7 @@ class RaisedRequestBatch(receiver.RequestBatch):
 
 
 def main(argv: list[str] | None = None) -> int:
-    # create_app() looks both names up when a request arrives, so patching the module is enough.
-    receiver.RequestBatch = RaisedRequestBatch
-    receiver.MAX_BODY_BYTES = MAX_BYTES
-    return receiver.main(argv)
+    return receiver.main(argv, batch_model=RaisedRequestBatch, max_body_bytes=MAX_BYTES)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,22 @@ def source_db(pg_cluster, monkeypatch) -> str:
     return dsn
 
 
+@pytest.fixture
+def madrid_source(source_db, monkeypatch) -> str:
+    """`service_requests` with naive columns holding Madrid wall-clock times, on a database
+    whose sessions default to New York, and `SERVICES_SYNC_NAIVE_TIMEZONE=Europe/Madrid`."""
+    import psycopg
+
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE service_requests ALTER last_modified_date TYPE timestamp,"
+            " ALTER opening_date TYPE timestamp"
+        )
+        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET TimeZone = 'America/New_York'")
+    monkeypatch.setenv("SERVICES_SYNC_NAIVE_TIMEZONE", "Europe/Madrid")
+    return source_db
+
+
 @pytest.fixture(scope="session")
 def receiver_server() -> Iterator:
     """The reference receiver on a free loopback port, for the whole session."""

@@ -170,6 +170,45 @@ def test_celery_executor_with_a_worker() -> None:
     )
 
 
+def test_celery_deployment_is_the_one_the_celery_stack_test_runs() -> None:
+    """docker-compose.yaml is exercised by proxy: tests/operate/test_celery_stack.py starts
+    the same components (the worker as many times as compose replicates it) with the same
+    Celery settings, the same kinds of broker, result backend and metadata database, and runs
+    compose's health checks of the worker, triggerer and dag-processor against them."""
+    from tests.operate.airflow_stack import (
+        CELERY_BROKER_SCHEME,
+        CELERY_COMPONENTS,
+        CELERY_RESULT_BACKEND_SCHEME,
+        CELERY_SETTINGS,
+        CELERY_WORKERS,
+        METADATA_DB_SCHEME,
+    )
+
+    model = _model()
+    commands = {
+        name: " ".join(service["command"])
+        for name, service in model["services"].items()
+        if name in AIRFLOW_SERVICES and not service.get("entrypoint")  # airflow-init: a script
+    }
+    assert sorted(commands.values()) == sorted(CELERY_COMPONENTS), commands
+    worker = model["services"]["airflow-worker"]
+    assert worker.get("deploy", {}).get("replicas") == CELERY_WORKERS
+    for service in AIRFLOW_SERVICES:
+        env = _env(model, service)
+        assert {k: env.get(k) for k in CELERY_SETTINGS} == CELERY_SETTINGS, service
+        broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+        backend = urlsplit(env["AIRFLOW__CELERY__RESULT_BACKEND"])
+        metadata = urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        assert broker.scheme == CELERY_BROKER_SCHEME, service
+        assert metadata.scheme == METADATA_DB_SCHEME, service
+        # Celery's results go to the metadata database, as in the test.
+        assert backend.scheme == CELERY_RESULT_BACKEND_SCHEME, service
+        assert (backend.netloc, backend.path) == (metadata.netloc, metadata.path), service
+        # The test runs the scheduler's own schedule and the DAG's catch-up: the defaults.
+        assert "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE" not in env, service
+        assert "SERVICES_SYNC_CATCHUP" not in env, service
+
+
 def test_airflow_services_share_image_and_mount_the_project() -> None:
     model = _model()
     images = {model["services"][s]["image"] for s in AIRFLOW_SERVICES | {"receiver"}}

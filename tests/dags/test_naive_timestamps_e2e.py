@@ -22,19 +22,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def madrid_source(source_db, monkeypatch):
-    """`service_requests` with naive columns, a New York server default, the Madrid setting."""
-    with psycopg.connect(source_db, autocommit=True) as conn:
-        conn.execute(
-            "ALTER TABLE service_requests ALTER last_modified_date TYPE timestamp,"
-            " ALTER opening_date TYPE timestamp"
-        )
-        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET TimeZone = 'America/New_York'")
-    monkeypatch.setenv("SERVICES_SYNC_NAIVE_TIMEZONE", "Europe/Madrid")
-    return source_db
-
-
-@pytest.fixture
 def dag(madrid_source):
     bag = DagBag(dag_folder="dags")  # parsed with the Madrid setting
     assert bag.import_errors == {}

@@ -133,15 +133,8 @@ def _with_options(dsn, options):
     )
 
 
-def test_an_options_extra_that_drops_the_naive_zone_is_named(source_db, api, monkeypatch):
-    with psycopg.connect(source_db, autocommit=True) as conn:
-        conn.execute(
-            "ALTER TABLE service_requests ALTER last_modified_date TYPE timestamp,"
-            " ALTER opening_date TYPE timestamp"
-        )
-        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET TimeZone = 'America/New_York'")
-    monkeypatch.setenv("SERVICES_SYNC_NAIVE_TIMEZONE", "Europe/Madrid")
-
+def test_an_options_extra_that_drops_the_naive_zone_is_named(madrid_source, api, monkeypatch):
+    source_db = madrid_source
     assert setup()  # the operators' sessions get -c TimeZone=Europe/Madrid
 
     monkeypatch.setenv(

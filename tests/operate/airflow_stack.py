@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,6 +176,112 @@ def scheduler_stack_env(
     )
 
 
+#: The Celery deployment that docker-compose.yaml describes and the Celery stack test runs
+#: (tests/operate/test_celery_stack.py): the same components, each in a process (a container) of
+#: its own, the worker :data:`CELERY_WORKERS` times, and the same :data:`CELERY_SETTINGS`.
+#: tests/test_compose.py holds docker-compose.yaml to these, so the file is exercised by proxy.
+CELERY_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "celery worker")
+CELERY_WORKERS = 2
+CELERY_SETTINGS = {
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    # Task slots per worker; the POST lanes of one run (SERVICES_SYNC_LANES) fit in one worker.
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+    # Acks are late: a message a dead worker had taken goes back to the queue after this long.
+    # Longer than any task (else a slow task is delivered twice); the provider warns if unset.
+    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+}
+#: URL schemes: the broker is Redis, Celery's results go to the metadata database (PostgreSQL)
+#: through SQLAlchemy, and Airflow reaches that database with psycopg 3.
+CELERY_BROKER_SCHEME = "redis"
+CELERY_RESULT_BACKEND_SCHEME = "db+postgresql"
+METADATA_DB_SCHEME = "postgresql+psycopg"
+
+
+def celery_stack_env(
+    home: Path,
+    metadata_dsn_: str,
+    api_port: int,
+    broker_url: str,
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """Environment of a CeleryExecutor stack: :func:`scheduler_stack_env` plus Celery.
+
+    :data:`CELERY_SETTINGS`, the broker, Celery's result backend on the metadata database.
+    The LocalExecutor's forkserver settings are dropped. ``extra`` comes last.
+    """
+    env = scheduler_stack_env(home, metadata_dsn_, api_port, {})
+    for name in ("AIRFLOW__SCHEDULER__MP_START_METHOD", "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"):
+        env.pop(name)
+    env.update(CELERY_SETTINGS)
+    env.update(
+        {
+            # As many executor slots as the workers have. The executor counts a task as
+            # running until Celery's result backend reports it done, seconds after it is: with
+            # LocalExecutor's 4 the scheduler waited on finished tasks.
+            "AIRFLOW__CORE__PARALLELISM": str(
+                CELERY_WORKERS * int(CELERY_SETTINGS["AIRFLOW__CELERY__WORKER_CONCURRENCY"])
+            ),
+            "AIRFLOW__CELERY__BROKER_URL": broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": (
+                CELERY_RESULT_BACKEND_SCHEME + metadata_dsn_[len("postgresql") :]
+            ),
+            **extra,
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path, timeout: float = 30) -> Iterator[str]:
+    """A Redis server of our own on a free loopback port, no persistence; yields its URL.
+
+    Started from the ``redis-server`` binary (Debian package ``redis-server``, which
+    ``devkit/ensure-os-packages`` installs), never a server the machine may already run.
+    """
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise AssertionError(
+            "redis-server is not installed: run devkit/ensure-os-packages "
+            "(or apt-get install redis-server)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = directory / "redis.log"
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(directory), "--logfile", str(log_path), "--daemonize", "no"]
+    process = subprocess.Popen(
+        argv, cwd=directory, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(
+            lambda: _redis_ping(url, process, log_path),
+            timeout=timeout,
+            interval=0.2,
+            what=f"redis-server on port {port}",
+        )
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _redis_ping(url: str, process: subprocess.Popen[bytes], log_path: Path) -> bool:
+    import redis
+
+    if process.poll() is not None:
+        log = log_path.read_text(errors="replace") if log_path.exists() else ""
+        raise AssertionError(f"redis-server exited with {process.returncode}:\n{log[-2000:]}")
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
 @dataclass
 class Component:
     """A long-lived process of the stack.
@@ -183,11 +290,15 @@ class Component:
         name: e.g. ``scheduler``.
         process: The process (leader of its own process group).
         log_path: Its stdout and stderr.
+        cwd: Its working directory (:attr:`AirflowStack.workdir` or a subdirectory of it).
+        killed: Killed on purpose (:meth:`AirflowStack.kill`): its exit is not a failure.
     """
 
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    cwd: Path
+    killed: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,13 +358,15 @@ class AirflowStack:
         return result.stdout
 
     # -- components ----------------------------------------------------------------------------
-    def boot(self, *components: str, timeout: float = 180) -> None:
+    def boot(self, *components: str, timeout: float = 180, migrate: bool = True) -> None:
         """Migrate the metadata DB, start ``components`` and wait until they are ready.
 
         Ready: the dag-processor has serialized the sync DAG (an import error fails at once)
         and the api-server reports a healthy metadata DB, scheduler and dag-processor.
+        ``migrate=False``: the caller has migrated already.
         """
-        self.cli("db", "migrate")
+        if migrate:
+            self.cli("db", "migrate")
         for component in components:
             self.start(component)
         wait_until(
@@ -290,23 +403,73 @@ class AirflowStack:
             for part in ("metadatabase", "scheduler", "dag_processor")
         )
 
-    def start(self, name: str, *command: str) -> Component:
-        """Start ``command`` (default ``airflow <name>``) in the background, in a new session."""
+    def start(
+        self,
+        name: str,
+        *command: str,
+        own_cwd: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> Component:
+        """Start ``command`` (default ``airflow <name>``) in the background, in a new session.
+
+        Args:
+            name: The component's name (its log file is ``<name>.log``).
+            command: The argv; default ``airflow <name>``.
+            own_cwd: Run in ``workdir/<name>`` instead of ``workdir``, so that the processes
+                of this component (e.g. one Celery worker and its tasks) can be told apart
+                from the others' (:meth:`processes_of`, :meth:`kill`).
+            env: Variables added to the stack's environment for this component only.
+        """
         argv = list(command) or [sys.executable, "-m", "airflow", name]
+        cwd = self.workdir / name if own_cwd else self.workdir
+        cwd.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 argv,
-                cwd=self.workdir,
-                env=self.env,
+                cwd=cwd,
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        component = Component(name, process, log_path)
+        component = Component(name, process, log_path, cwd)
         self.components.append(component)
         return component
+
+    def component(self, name: str) -> Component:
+        """The component started as ``name``."""
+        (found,) = [c for c in self.components if c.name == name]
+        return found
+
+    def processes_of(self, name: str) -> list[ProcessInfo]:
+        """Running processes of a component started with ``own_cwd`` (its tasks included)."""
+        return processes_in(self.component(name).cwd)
+
+    def kill(self, name: str) -> list[ProcessInfo]:
+        """SIGKILL every process of an ``own_cwd`` component at once, as if its host died.
+
+        The component no longer counts as running (:meth:`check_running`); what was killed is
+        returned.
+        """
+        component = self.component(name)
+        if component.cwd == self.workdir:
+            raise ValueError(f"{name} shares the stack's directory; start it with own_cwd")
+        component.killed = True
+        victims = processes_in(component.cwd)
+        for info in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(info.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            component.process.wait(timeout=10)
+        wait_until(
+            lambda: not processes_in(component.cwd),
+            timeout=10,
+            interval=0.1,
+            what=f"every process of {name} to die",
+        )
+        return victims
 
     def log(self, name: str) -> str:
         """What a component wrote so far."""
@@ -317,7 +480,7 @@ class AirflowStack:
         """Fail at once, with its log, if a component exited."""
         for component in self.components:
             code = component.process.poll()
-            if code is not None:
+            if code is not None and not component.killed:
                 raise AssertionError(
                     f"{component.name} exited with {code}:\n{self.log(component.name)[-4000:]}"
                 )
@@ -328,6 +491,8 @@ class AirflowStack:
         for component in self.components:
             code = component.process.poll()
             state = "running" if code is None else f"exited {code}"
+            if component.killed:
+                state += ", killed on purpose"
             parts.append(
                 f"--- {component.name} ({state}), {component.log_path}:\n"
                 f"{self.log(component.name)[-tail:]}"
@@ -336,8 +501,12 @@ class AirflowStack:
 
     # -- stopping ------------------------------------------------------------------------------
     def processes(self) -> list[ProcessInfo]:
-        """Running processes this stack started (directly or not), zombies excluded."""
-        return processes_in(self.workdir)
+        """Running processes this stack started (directly or not), zombies excluded.
+
+        Those of components with a working directory of their own (a subdirectory of
+        :attr:`workdir`) included.
+        """
+        return processes_in(self.workdir, subdirectories=True)
 
     def stop(
         self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0
@@ -356,6 +525,8 @@ class AirflowStack:
             What had to be killed with SIGKILL (also kept in :attr:`force_killed`).
         """
         for component in reversed(self.components):
+            if component.killed:
+                continue
             pgid = component.process.pid
             stages = (
                 (lambda pgid=pgid: os.kill(pgid, sig), timeout),
@@ -407,13 +578,17 @@ def _stat(pid: int) -> tuple[str, int]:
     return fields[0], int(fields[2])
 
 
-def processes_in(workdir: Path) -> list[ProcessInfo]:
-    """Running processes (zombies excluded) whose working directory is ``workdir``."""
+def processes_in(workdir: Path, *, subdirectories: bool = False) -> list[ProcessInfo]:
+    """Running processes (zombies excluded) whose working directory is ``workdir``.
+
+    With ``subdirectories``, also those whose working directory is below ``workdir``.
+    """
     found = []
     target = str(workdir.resolve())
     for pid in _pids():
         try:
-            if os.readlink(f"/proc/{pid}/cwd") != target:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            if cwd != target and not (subdirectories and cwd.startswith(target + os.sep)):
                 continue
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:

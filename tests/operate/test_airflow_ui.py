@@ -149,7 +149,7 @@ def test_make_airflow_serves_the_dag_logs_in_and_stops_cleanly_on_ctrl_c(ui):
     watchdog = api.get(f"{ui.url}/api/v2/dags/services_sync_watchdog/details", timeout=30)
     assert watchdog.json()["is_paused"] is False
     assert details["doc_md"] == ast.get_docstring(ast.parse(DAG_FILE.read_text())), "doc_md"
-    assert set(details["params"]) == {"batch_size", "max_batch_bytes"}
+    assert set(details["params"]) == {"batch_size", "max_batch_bytes", "unrelated_wait_s"}
     for name, param in details["params"].items():
         assert param["description"], f"param {name} has no description"
         assert param["schema"]["type"] == "integer"
