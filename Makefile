@@ -13,18 +13,18 @@ ARGS ?= --help
 AIRFLOW_STACK ?= .airflow
 BENCH_ARGS ?=
 
-.PHONY: help install os-packages demo demo-cdc cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke clean
+.PHONY: help install os-packages demo demo-cdc demo-mysql cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-overrides.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --override requirements-overrides.txt -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies (uv)
@@ -42,6 +42,10 @@ demo: $(STAMP) ## Run the DAG for a few hours on an embedded PostgreSQL and the 
 
 demo-cdc: $(STAMP) ## The CDC DAG (logical decoding): snapshot, inserts/updates/deletes, a late commit
 	$(BIN)/python -m devkit.demo_cdc
+
+demo-mysql: $(STAMP) ## Both MySQL DAGs on a MariaDB the demo starts: query mode, binlog CDC, deletes, a late commit
+	devkit/ensure-os-packages mariadb
+	$(BIN)/python -m devkit.demo_mysql
 
 cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLOW_CONN_SERVICES_SOURCE_DB)
 	PYTHONPATH=plugins $(BIN)/python -m services_sync.cdc_setup
@@ -79,8 +83,8 @@ bench-smoke: $(STAMP) ## The same benchmark on 1k rows only (about two minutes) 
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 lock: ## Re-resolve requirements*.txt from requirements*.in (needs uv)
-	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
-	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --override requirements-overrides.txt requirements.in -o requirements.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --override requirements-overrides.txt requirements-dev.in -o requirements-dev.txt
 
 clean: ## Remove the virtualenv, demo workspace and caches
 	rm -rf $(VENV) .demo .airflow .tmp .pytest_cache .ruff_cache .hypothesis

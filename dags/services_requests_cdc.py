@@ -46,7 +46,6 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 # services_sync.cdc_tasks is imported inside each task: it pulls in psycopg and the pgoutput
 # decoder, which parsing this file does not need.
-from services_sync import record
 from services_sync.config import load_settings
 from services_sync.dag_defaults import (
     allow_dag_test,
@@ -54,7 +53,7 @@ from services_sync.dag_defaults import (
     default_args,
     stuck_run_deadline,
 )
-from services_sync.lanes import DeliveryLaneOperator, lane_args, lane_numbers
+from services_sync.dag_parts import deliver_window
 
 DAG_ID = "services_requests_cdc"
 SETTINGS = load_settings()
@@ -106,49 +105,12 @@ def services_requests_cdc():
 
         return cdc_tasks.capture_changes(DAG_ID, run_id, params)
 
-    @task
-    def build_change_batches(window, run_id=None, data_interval_start=None, data_interval_end=None):
-        """Cut the window into batches in the outbox (a resumed window is already there)."""
-        from services_sync import cdc_tasks
-
-        return cdc_tasks.build_change_batches(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            window_id=window["window_id"],
-            interval=record.interval_or_none(data_interval_start, data_interval_end),
-        )
-
-    post_batches = DeliveryLaneOperator.partial(
-        task_id="post_batches",
-        **lane_args(SETTINGS),  # POST, 30 s timeout, retries with backoff + Retry-After
-    ).expand(lane=lane_numbers(SETTINGS))
-
-    @task(trigger_rule="all_done")
-    def record_delivery(window, run_id=None, data_interval_start=None, data_interval_end=None):
-        """Fail, once, naming every batch of the window not acknowledged; log the summary."""
-        return record.record_delivery(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            interval=record.interval_or_none(data_interval_start, data_interval_end),
-            window_id=window["window_id"] if window else None,
-        )
-
-    @task(multiple_outputs=False)
-    def acknowledge_changes(window):
-        """Advance the slot past the delivered window (never before every batch is acked)."""
-        from services_sync import cdc_tasks
-
-        return cdc_tasks.acknowledge_changes(window["window_id"], dag_id=DAG_ID)
-
     window = capture_changes()
     chain(
         check_cdc_setup(),
         check_slot_health(),
         window,
-        build_change_batches(window),
-        post_batches,
-        record_delivery(window),
-        acknowledge_changes(window),
+        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.cdc_tasks"),
     )
 
 

@@ -54,7 +54,7 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
 from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
-from services_sync import record, tasks
+from services_sync import tasks
 from services_sync.config import load_settings, source_hook_params
 from services_sync.dag_defaults import (
     allow_dag_test,
@@ -64,7 +64,7 @@ from services_sync.dag_defaults import (
     is_test_run,
     stuck_run_deadline,
 )
-from services_sync.lanes import DeliveryLaneOperator, lane_args, lane_numbers
+from services_sync.dag_parts import deliver_interval
 
 DAG_ID = "services_requests_sync"
 SETTINGS = load_settings()
@@ -139,49 +139,11 @@ def services_requests_sync():
         output_processor=tasks.keep_plan,  # the plan goes to the state DB, a summary to XCom
     )
 
-    @task
-    def build_batches(run_id=None, data_interval_start=None, data_interval_end=None):
-        """Transform and quarantine the interval batch by batch into the outbox."""
-        return tasks.build_batches(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            data_interval_start=data_interval_start,
-            data_interval_end=data_interval_end,
-        )
-
-    post_batches = DeliveryLaneOperator.partial(
-        task_id="post_batches",
-        drop_superseded=True,  # an older hour sent after a newer one leaves out what changed
-        **lane_args(SETTINGS),  # POST, 30 s timeout, retries with backoff + Retry-After
-    ).expand(lane=lane_numbers(SETTINGS))
-
-    @task(trigger_rule="all_done")
-    def record_delivery(run_id=None, data_interval_start=None, data_interval_end=None):
-        """Fail, once, naming every batch not acknowledged; log the run summary."""
-        return record.record_delivery(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            interval=record.interval_or_none(data_interval_start, data_interval_end),
-        )
-
-    @task(retries=0)
-    def reconcile_interval(run_id=None, data_interval_start=None, data_interval_end=None):
-        """Fail loudly unless every row of the interval was acked, quarantined or superseded."""
-        return tasks.reconcile_interval(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            data_interval_start=data_interval_start,
-            data_interval_end=data_interval_end,
-        )
-
     chain(
         check_run_setup(),
         wait_for_open_transactions,
         plan_batches,
-        build_batches(),
-        post_batches,
-        record_delivery(),
-        reconcile_interval(),
+        *deliver_interval(DAG_ID, SETTINGS, "services_sync.tasks"),
     )
 
 

@@ -90,3 +90,31 @@ def _copy_text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def create_mysql_source_table(conn: Any) -> None:
+    """Create the MySQL / MariaDB ``service_requests`` (DATETIME(6) in UTC) and its index."""
+    with conn.cursor() as cur:
+        cur.execute((SQL_DIR / "mysql" / "dev" / "create_source_table.sql").read_text())
+
+
+def insert_mysql_rows(conn: Any, rows: Iterable[Sequence[Any]]) -> int:
+    """Insert rows (in :data:`COLUMNS` order) into a MySQL table; aware times go in as UTC.
+
+    ``conn`` is a PyMySQL connection; the rows commit with it.
+    """
+    from datetime import UTC
+
+    def value(item: Any) -> Any:
+        if isinstance(item, datetime) and item.tzinfo is not None:
+            return item.astimezone(UTC).replace(tzinfo=None)
+        return item
+
+    batch = [tuple(value(v) for v in row) for row in rows]
+    if batch:
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO service_requests ({', '.join(COLUMNS)}) VALUES (%s, %s, %s, %s, %s)",
+                batch,
+            )
+    return len(batch)

@@ -42,23 +42,23 @@ def _icon(color: str) -> str:
     return "data:image/svg+xml;base64," + b64encode(svg.encode()).decode()
 
 
-def _href() -> str:
+def _href(prefix: str = status.URL_PREFIX) -> str:
     # The iframe's src, relative to the UI's origin: under [api] base_url's path, if any.
     root = urlsplit(conf.get("api", "base_url", fallback="") or "/").path.rstrip("/")
-    return f"{root}{status.URL_PREFIX}/"
+    return f"{root}{prefix}/"
 
 
-def build_app() -> Any:
-    """The status app with Airflow's authentication and DAG read permission on every route."""
+def build_app(dag_id: str = status.DAG_ID) -> Any:
+    """The status app of one DAG, with Airflow's authentication and its read permission."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
     from fastapi import Depends
 
     return status.create_app(
-        status.load_report,
+        lambda: status.load_report(dag_id=dag_id),
         dependencies=[
-            Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=status.DAG_ID))
+            Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=dag_id))
         ],
         login_url=lambda next_url: get_auth_manager().get_url_login(next_url=next_url),
     )
@@ -75,17 +75,21 @@ class ServicesSyncStatusPlugin(AirflowPlugin):
     deadline_references = [RunQueuedAt]  # noqa: RUF012 - the plugin interface
     external_views = [  # noqa: RUF012 - the plugin interface is a class attribute
         {
-            "name": "Sync status",
-            "href": _href(),
-            "url_route": "sync-status",
+            "name": name,
+            "href": _href(prefix),
+            "url_route": route,
             "destination": "nav",
-            "nav_top_level": True,
+            "nav_top_level": dag_id == status.DAG_ID,  # the others under "Plugins"
             "icon": _icon("#718096"),
             "icon_dark_mode": _icon("#e2e8f0"),
         }
+        for dag_id, (prefix, name, route) in status.VIEWS.items()
     ]
 
     @cached_property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
-        """Built on first access (API server only), not at import."""
-        return [{"app": build_app(), "url_prefix": status.URL_PREFIX, "name": "Sync status"}]
+        """Built on first access (API server only), not at import: one app per DAG."""
+        return [
+            {"app": build_app(dag_id), "url_prefix": prefix, "name": name}
+            for dag_id, (prefix, name, _) in status.VIEWS.items()
+        ]

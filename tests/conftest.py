@@ -128,3 +128,38 @@ def airflow_db() -> Path:
         stderr=subprocess.PIPE,
     )
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator:
+    """One private MariaDB server for the whole session: a free loopback port, binlog on.
+
+    Started from the MariaDB server package's binaries (``devkit/ensure-os-packages`` installs
+    it); never the server a machine may already run on 3306.
+    """
+    from devkit.mariadb import MariaDBServer
+
+    server = MariaDBServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def state_db(pg_cluster, monkeypatch) -> str:
+    """A fresh PostgreSQL database for the state of a MySQL source (``services_state_db``)."""
+    dsn = pg_cluster.create_database(f"state_{uuid.uuid4().hex[:10]}")
+    monkeypatch.setenv("AIRFLOW_CONN_SERVICES_STATE_DB", dsn)
+    monkeypatch.setenv("SERVICES_SYNC_STATE_CONN_ID", "services_state_db")
+    return dsn
+
+
+@pytest.fixture
+def mysql_db(mariadb_server, monkeypatch) -> str:
+    """A fresh MariaDB database with an empty ``service_requests``; ``services_mysql_db`` on it."""
+    from devkit.seed import create_mysql_source_table
+
+    name = mariadb_server.create_database(f"src_{uuid.uuid4().hex[:10]}")
+    with mariadb_server.connect(name) as conn:
+        create_mysql_source_table(conn)
+    monkeypatch.setenv("AIRFLOW_CONN_SERVICES_MYSQL_DB", mariadb_server.airflow_uri(name))
+    return name

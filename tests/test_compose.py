@@ -44,7 +44,14 @@ AIRFLOW_SERVICES = {
     "airflow-triggerer",
     "airflow-init",
 }
-EXPECTED_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "source-db", "receiver", "mailpit"}
+EXPECTED_SERVICES = AIRFLOW_SERVICES | {
+    "postgres",
+    "redis",
+    "source-db",
+    "mysql-source-db",
+    "receiver",
+    "mailpit",
+}
 PROJECT_MOUNTS = {"dags", "plugins", "include"}
 # Services behind a profile (airflow-cli, flower): rendered too, so they get the same checks.
 OPTIONAL_PROFILES = ("debug", "flower")
@@ -359,3 +366,64 @@ def test_source_db_init_scripts_run_on_a_real_server_and_ready_both_modes(pg_clu
         assert conn.execute("SELECT count(*) FROM service_requests").fetchone()[0] == 20
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM service_requests")
+
+
+def test_mysql_source_db_has_the_binlog_binlog_cdc_needs() -> None:
+    model = _model()
+    mysql = model["services"]["mysql-source-db"]
+    assert mysql["image"].startswith("mariadb:")
+    for option in (
+        "--log-bin=binlog",
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--binlog-row-metadata=FULL",
+        "--server-id=1",
+    ):
+        assert option in mysql["command"], option
+    assert [str(p["published"]) for p in mysql["ports"]] == ["3307"]
+    init = [
+        Path(v["source"])
+        for v in mysql["volumes"]
+        if v["target"].startswith("/docker-entrypoint-initdb.d/")
+    ]
+    assert init == [
+        REPO / "include/sql/services_sync/mysql/dev/create_source_table.sql",
+        REPO / "docker/mysql-source-db/init.sql",
+    ]
+    conn = json.loads(_env(model, "airflow-worker")["AIRFLOW_CONN_SERVICES_MYSQL_DB"])
+    assert conn == {
+        "conn_type": "mysql",
+        "host": "mysql-source-db",
+        "port": 3306,
+        "schema": "services",
+        "login": "services_sync",
+        "password": _env(model, "mysql-source-db")["MARIADB_PASSWORD"],
+        "extra": {"client": "mysql-connector-python"},
+    }
+    worker = model["services"]["airflow-worker"]
+    assert worker["depends_on"]["mysql-source-db"]["condition"] == "service_healthy"
+
+
+def test_mysql_source_db_init_scripts_run_on_a_real_mariadb(mariadb_server) -> None:
+    """What the image's entrypoint runs, on a real server: the table, the grants, seed rows."""
+    import uuid
+
+    database = mariadb_server.create_database(f"compose_{uuid.uuid4().hex[:8]}")
+    mariadb_server.execute("CREATE USER IF NOT EXISTS 'services_sync'@'%' IDENTIFIED BY 'x'")
+    scripts = [
+        REPO / "include/sql/services_sync/mysql/dev/create_source_table.sql",
+        REPO / "docker/mysql-source-db/init.sql",
+    ]
+    for script in scripts:
+        text = script.read_text().replace(
+            "services.service_requests", f"`{database}`.service_requests"
+        )
+        code = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+        statements = [part.strip() for part in code.split(";")]
+        for statement in filter(None, statements):
+            mariadb_server.execute(statement, database=database)
+    assert mariadb_server.execute("SELECT COUNT(*) FROM service_requests", database=database) == [
+        (20,)
+    ]
+    grants = " ".join(r[0] for r in mariadb_server.execute("SHOW GRANTS FOR 'services_sync'@'%'"))
+    assert "PROCESS" in grants and "REPLICATION SLAVE" in grants and "BINLOG MONITOR" in grants

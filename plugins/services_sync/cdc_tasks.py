@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -228,11 +228,25 @@ def slot_lag_alert(
     )
 
 
+#: The end of a new window: the source's log position now, as ``pg_lsn`` text.
+PositionReader = Callable[[Settings], str]
+#: Stages an opened window's changes: ``stage(state_conn, window, settings)``.
+WindowStager = Callable[[psycopg.Connection, dict[str, Any], Settings], None]
+
+
+def _current_wal_lsn(settings: Settings) -> str:
+    with connect(settings.source_conn_id) as source_conn:
+        return cdc_source.current_wal_lsn(source_conn)
+
+
 def capture_changes(
     dag_id: str,
     run_id: str,
     params: Mapping[str, Any],
     settings: Settings | None = None,
+    *,
+    current_position: PositionReader | None = None,
+    stage: WindowStager | None = None,
 ) -> dict[str, Any]:
     """Capture (or resume) the window and fix its batch size; return a summary (XCom).
 
@@ -240,8 +254,13 @@ def capture_changes(
     size (same batches, same keys; if its batches are in the outbox already they are only
     sent), a half-staged one is staged again up to the same ``upto_lsn``. Otherwise a new
     window opens up to the flushed end of WAL.
+
+    ``current_position`` and ``stage`` read the source's log: PostgreSQL's slot by default,
+    a MySQL binary log for :mod:`services_sync.binlog_tasks` (positions encoded as ``pg_lsn``).
     """
     settings = settings or load_settings()
+    current_position = current_position or _current_wal_lsn
+    stage = stage or _stage_window
     schema = settings.state_schema
     snapshot_wanted = bool(params.get("initial_snapshot"))
     with connect(settings.state_conn_id) as state_conn:
@@ -257,8 +276,7 @@ def capture_changes(
                 "snapshot"
             )
         if window is None:
-            with connect(settings.source_conn_id) as source_conn:
-                upto = cdc_source.current_wal_lsn(source_conn)
+            upto = current_position(settings)
             with state_conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
                     state_sql("cdc_open_window.sql", schema),
@@ -280,7 +298,7 @@ def capture_changes(
                 window["upto_lsn"],
             )
         if window["status"] == "capturing":
-            _stage_window(state_conn, window, settings)
+            stage(state_conn, window, settings)
             state_conn.commit()
         if window["per_batch"] is None:
             with state_conn.cursor(row_factory=dict_row) as cur:
@@ -364,6 +382,33 @@ def _stage_window(
                     continue
                 copy.write_row(_copy_values(staged_change(window_id, event)))
                 counts["changes"] += 1
+    finish_window(
+        state_conn,
+        window,
+        settings,
+        read_snapshot=read_snapshot,
+        snapshot_rows=counts["snapshot_rows"],
+        skipped=f"skipped {counts['already_acknowledged']} already acknowledged and "
+        f"{counts['in_snapshot']} already in the snapshot",
+    )
+
+
+def finish_window(
+    state_conn: psycopg.Connection,
+    window: dict[str, Any],
+    settings: Settings,
+    *,
+    read_snapshot: str | None,
+    snapshot_rows: int,
+    skipped: str,
+) -> None:
+    """After staging: choose what the window delivers in which lane, mark it captured, log it.
+
+    Shared by every log reader (PostgreSQL's slot, a MySQL binary log): from here on a window
+    is the same whatever its source.
+    """
+    schema = settings.state_schema
+    window_id = window["window_id"]
     with state_conn.cursor() as cur:
         if window["snapshot"]:
             cur.execute(
@@ -386,18 +431,16 @@ def _stage_window(
         changes, records, deletes, truncates = cur.fetchone()
     log.info(
         "Captured window %s: %d changes (%d deletes, %d truncates) and %d snapshot rows -> %d "
-        "records to deliver (collapse %s, deletes %s); skipped %d already acknowledged and %d "
-        "already in the snapshot",
+        "records to deliver (collapse %s, deletes %s); %s",
         window_id,
         changes,
         deletes,
         truncates,
-        counts["snapshot_rows"],
+        snapshot_rows,
         records,
         "on" if settings.cdc_collapse else "off",
         settings.cdc_deletes,
-        counts["already_acknowledged"],
-        counts["in_snapshot"],
+        skipped,
     )
     if truncates:
         log.warning(
@@ -598,8 +641,17 @@ def _build_change_batch(
     return built, result.rejected
 
 
+def _advance_slot(settings: Settings, window: Mapping[str, Any]) -> str:
+    with connect(settings.source_conn_id, autocommit=True) as conn:
+        return cdc_source.advance_slot(conn, settings.cdc_slot, window["upto_lsn"])
+
+
 def acknowledge_changes(
-    window_id: int | None, *, dag_id: str, settings: Settings | None = None
+    window_id: int | None,
+    *,
+    dag_id: str,
+    settings: Settings | None = None,
+    advance: Callable[[Settings, Mapping[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
     """Last task: every batch of the window was acknowledged, so advance the slot past it.
 
@@ -608,10 +660,15 @@ def acknowledge_changes(
     disk at the next regular checkpoint. If the source crashes before, the slot comes back
     behind this window, and the next window starts above it (``floor_lsn``), so those
     transactions are not sent again.
+
+    ``advance(settings, window)`` moves the source's position and returns it for the log:
+    PostgreSQL's slot by default; a MySQL binary log has nothing to move on the source (its
+    position is the acknowledged window's end, saved in the state database by this task).
     """
     from services_sync import outbox
 
     settings = settings or load_settings()
+    advance = advance or _advance_slot
     schema = settings.state_schema
     with connect(settings.state_conn_id) as conn:
         with conn.cursor(row_factory=dict_row) as cur:
@@ -634,8 +691,7 @@ def acknowledge_changes(
             f"window {window_id} is not delivered (batches not acknowledged: "
             f"{open_batches or 'not built'}): not advancing the slot"
         )
-    with connect(settings.source_conn_id, autocommit=True) as conn:
-        position = cdc_source.advance_slot(conn, settings.cdc_slot, window["upto_lsn"])
+    position = advance(settings, window)
     with connect(settings.state_conn_id) as conn, conn.cursor() as cur:
         cur.execute(state_sql("cdc_window_acknowledged.sql", schema), {"window_id": window_id})
     log.info(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -193,6 +193,9 @@ class Settings:
     cdc_deletes: str
     cdc_deleted_status_id: int
     cdc_max_retained_wal_bytes: int
+    mysql_source_conn_id: str = "services_mysql_db"
+    mysql_cdc_server_id: int = 4242
+    mysql_binlog_warn_files: int = 1
 
     @property
     def retry_budget(self) -> timedelta:
@@ -279,7 +282,31 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cdc_max_retained_wal_bytes=int(
             _float(env, "SERVICES_SYNC_CDC_MAX_RETAINED_WAL_MB", 1024.0) * 1024 * 1024
         ),
+        mysql_source_conn_id=_get(env, "SERVICES_SYNC_MYSQL_SOURCE_CONN_ID", "services_mysql_db"),
+        mysql_cdc_server_id=_int(env, "SERVICES_SYNC_MYSQL_CDC_SERVER_ID", 4242, minimum=1),
+        mysql_binlog_warn_files=_int(env, "SERVICES_SYNC_MYSQL_BINLOG_WARN_FILES", 1, minimum=0),
     )
+
+
+def mysql_settings(settings: Settings) -> Settings:
+    """The settings as a MySQL / MariaDB DAG's tasks see them: the MySQL source connection.
+
+    The shared tasks read ``source_conn_id``; a MySQL DAG points it at
+    ``SERVICES_SYNC_MYSQL_SOURCE_CONN_ID``. The state stays in ``SERVICES_SYNC_STATE_CONN_ID``, a
+    PostgreSQL database (the state SQL is PostgreSQL's): when that variable is unset it is the
+    PostgreSQL source connection ``SERVICES_SYNC_SOURCE_CONN_ID``, never the MySQL source.
+    """
+    return replace(settings, source_conn_id=settings.mysql_source_conn_id)
+
+
+#: Session settings of every MySQL / MariaDB source connection: UTC, whatever the server's zone.
+#: TIMESTAMP columns are then compared and returned in UTC, and DATETIME columns must hold UTC.
+MYSQL_INIT_COMMAND = "SET time_zone = '+00:00'"
+
+
+def mysql_hook_params() -> dict[str, str]:
+    """``hook_params`` of the SQL operators on a MySQL source: their sessions in UTC."""
+    return {"init_command": MYSQL_INIT_COMMAND}
 
 
 def source_hook_params(settings: Settings) -> dict[str, str]:

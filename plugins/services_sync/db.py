@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
 
 from services_sync.config import load_settings
 from services_sync.sql import load_sql
+
+
+@contextmanager
+def finishing(conn: Any) -> Iterator[Any]:
+    """A DB-API connection committed on success, rolled back on error, closed after."""
+    try:
+        yield conn
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
 
 
 @contextmanager
@@ -26,20 +40,13 @@ def connect(conn_id: str, *, autocommit: bool = False) -> Iterator[psycopg.Conne
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     zone = load_settings().naive_timezone.key
-    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-    try:
+    with finishing(PostgresHook(postgres_conn_id=conn_id).get_conn()) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
         if autocommit:
             conn.commit()
             conn.autocommit = True
         yield conn
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.close()
 
 
 @contextmanager

@@ -130,7 +130,15 @@ def waiting_for(reading: GateReading) -> str | None:
     return None
 
 
-def fatal_problem(reading: GateReading, max_open_transaction: timedelta) -> str | None:
+#: How to end a transaction that holds the gate, on PostgreSQL.
+POSTGRES_END_COMMAND = "SELECT pg_terminate_backend(<pid>); / ROLLBACK PREPARED '<gid>';"
+
+
+def fatal_problem(
+    reading: GateReading,
+    max_open_transaction: timedelta,
+    end_command: str = POSTGRES_END_COMMAND,
+) -> str | None:
     """A reason to fail the run instead of waiting, or None.
 
     * the role cannot see other sessions' transactions, so the gate would be blind;
@@ -159,7 +167,7 @@ def fatal_problem(reading: GateReading, max_open_transaction: timedelta) -> str 
             "A transaction that wrote service_requests and started before the interval end has "
             f"been open for {reading.oldest_age_s:.0f} s (limit {limit:.0f} s): {who}. Its rows "
             "could belong to this interval, so it is not read until that transaction ends. Commit "
-            "or end it (SELECT pg_terminate_backend(<pid>); / ROLLBACK PREPARED '<gid>';), then "
+            f"or end it ({end_command}), then "
             "clear this run; raise SERVICES_SYNC_MAX_OPEN_TRANSACTION_S if such transactions are "
             "normal."
         )

@@ -74,12 +74,19 @@ class DeliveryLaneOperator(HttpOperator):
     """
 
     def __init__(
-        self, *, lane: int, lanes: int, drop_superseded: bool = False, **kwargs: Any
+        self,
+        *,
+        lane: int,
+        lanes: int,
+        drop_superseded: bool = False,
+        source_dialect: str = "postgres",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.lane = lane
         self.lanes = lanes
         self.drop_superseded = drop_superseded
+        self.source_dialect = source_dialect
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Send every pending batch of this lane; return counts (the XCom is a few bytes)."""
@@ -116,7 +123,9 @@ class DeliveryLaneOperator(HttpOperator):
                 stored: bytes | None = batch.stored_body
                 if self.drop_superseded and _later_interval_built(state, settings, batch):
                     # Always from the stored body, so a retry computes the same result.
-                    kept, superseded = drop_superseded_records(body, batch, settings)
+                    kept, superseded = drop_superseded_records(
+                        body, batch, settings, self.source_dialect
+                    )
                     if superseded:
                         key = part_key(batch.key, kept) if kept else None
                         outbox.record_refreshed(
@@ -299,7 +308,9 @@ def lane_numbers(settings: Settings) -> list[int]:
     return list(range(settings.lanes))
 
 
-def drop_superseded_records(body: str, batch: Any, settings: Settings) -> tuple[str | None, int]:
+def drop_superseded_records(
+    body: str, batch: Any, settings: Settings, source_dialect: str = "postgres"
+) -> tuple[str | None, int]:
     """The body without the records whose source row has a newer version since it was built.
 
     Returns the new body (None when no record is left) and how many records were dropped.
@@ -307,15 +318,25 @@ def drop_superseded_records(body: str, batch: Any, settings: Settings) -> tuple[
     nothing newer can reach the receiver before it, and the body goes out exactly as built (same
     key on every retry). Reads the source rows in the batch's time span, then looks up by key
     only the records that left it: a record is dropped only when its row has a newer version.
+    ``source_dialect``: ``postgres`` (:mod:`services_sync.source`) or ``mysql``
+    (:mod:`services_sync.mysql_source`, on ``SERVICES_SYNC_MYSQL_SOURCE_CONN_ID``).
     """
-    from services_sync import source
-    from services_sync.db import connect
+    if source_dialect == "mysql":
+        from services_sync import mysql_source as source
+        from services_sync.mysql_source import connect
+
+        conn_id = settings.mysql_source_conn_id
+    else:
+        from services_sync import source  # type: ignore[no-redef]
+        from services_sync.db import connect  # type: ignore[assignment]
+
+        conn_id = settings.source_conn_id
 
     records = body_records(body)
     stamps = [r["last_modified_date"] for r in records]
     start = max(batch.interval_start, _parse_utc(min(stamps)))
     end = min(batch.interval_end, _parse_utc(max(stamps)) + timedelta(seconds=1))
-    with connect(settings.source_conn_id) as conn:
+    with connect(conn_id) as conn:
         current = {
             (
                 _safe_id(sid, "service_id"),

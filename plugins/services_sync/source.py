@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,9 +82,23 @@ def _tolerant(loader: type[Loader]) -> type[Loader]:
 
 
 def _bounds(interval: Interval, lower: Sequence[str], upper: Sequence[str]) -> dict[str, Any]:
+    return batch_params(interval, lower, upper)
+
+
+def batch_params(
+    interval: Interval,
+    lower: Sequence[str],
+    upper: Sequence[str],
+    stamp: Callable[[datetime], Any] = lambda value: value,
+) -> dict[str, Any]:
+    """The bind parameters of ``fetch_batch.sql`` (either dialect) for one planned batch.
+
+    ``stamp``: how the interval bounds are bound (PostgreSQL takes the aware datetimes,
+    MySQL their UTC wall times).
+    """
     return {
-        "window_start": interval.start,
-        "window_end": interval.end,
+        "window_start": stamp(interval.start),
+        "window_end": stamp(interval.end),
         "lower_lmd": lower[0],
         "lower_rid": lower[1],
         "lower_sid": lower[2],

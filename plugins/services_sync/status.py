@@ -44,6 +44,24 @@ DAG_ID = "services_requests_sync"
 WINDOW = 48
 #: Where the plugin mounts the app in the API server, and the nav entry's route in the UI.
 URL_PREFIX = "/services-sync"
+
+#: Every DAG with a view of its own: ``dag_id -> (url prefix, nav name, url route)``. The
+#: MySQL / MariaDB DAGs keep their ledger in the same state database (``dag_id`` tells them
+#: apart), so each view is the same page on another DAG's rows.
+VIEWS = {
+    DAG_ID: (URL_PREFIX, "Sync status", "sync-status"),
+    "services_requests_cdc": (f"{URL_PREFIX}-cdc", "Sync status (CDC)", "sync-status-cdc"),
+    "services_requests_mysql_sync": (
+        f"{URL_PREFIX}-mysql",
+        "Sync status (MySQL)",
+        "sync-status-mysql",
+    ),
+    "services_requests_mysql_cdc": (
+        f"{URL_PREFIX}-mysql-cdc",
+        "Sync status (MySQL CDC)",
+        "sync-status-mysql-cdc",
+    ),
+}
 #: A state database that does not answer must not hold an API server thread for minutes.
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 10_000

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from airflow.sdk.exceptions import (
 from services_sync.config import Settings, load_settings, source_hook_params
 from services_sync.gate import GateReading, fatal_problem, unrelated_writers_ignored, waiting_for
 from services_sync.payload import (
+    BatchBounds,
     Interval,
     body_records,
     build_body,
@@ -87,16 +89,14 @@ def check_run_setup(
     """
     import psycopg
 
-    from services_sync import source, state
+    from services_sync import source
     from services_sync.db import connect
 
     settings = settings or load_settings()
     interval = require_run_interval(
         dag_id, logical_date, data_interval_start, data_interval_end, test_run=test_run
     )
-    batch_size = params.get("batch_size")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise AirflowFailException(f"param batch_size={batch_size!r} must be a positive integer")
+    batch_size = require_batch_size(params)
 
     check_connections(settings)
 
@@ -117,10 +117,29 @@ def check_run_setup(
         ) from None
 
     check_session_zone(settings)
+    ensure_state(settings)
+    log.info("Run set up for interval %s (batch size %d)", interval.label, batch_size)
+    return interval.label
+
+
+def require_batch_size(params: Mapping[str, Any]) -> int:
+    """The run's ``batch_size`` param; fail the task (no retries) unless a positive integer."""
+    batch_size = params.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AirflowFailException(f"param batch_size={batch_size!r} must be a positive integer")
+    return batch_size
+
+
+def ensure_state(settings: Settings, *, cdc: bool = False) -> None:
+    """Create the state tables if missing; fail, naming the fix, if the role may not."""
+    import psycopg
+
+    from services_sync import state
+    from services_sync.db import connect
 
     try:
         with connect(settings.state_conn_id) as conn:
-            state.ensure_state_tables(conn, settings.state_schema)
+            state.ensure_state_tables(conn, settings.state_schema, cdc=cdc)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise AirflowFailException(
             f"The role of connection '{settings.state_conn_id}' cannot create the state tables "
@@ -128,8 +147,6 @@ def check_run_setup(
             f"(CREATE SCHEMA {settings.state_schema} AUTHORIZATION <role>), or point "
             "SERVICES_SYNC_STATE_CONN_ID / SERVICES_SYNC_STATE_SCHEMA elsewhere."
         ) from None
-    log.info("Run set up for interval %s (batch size %d)", interval.label, batch_size)
-    return interval.label
 
 
 def check_session_zone(settings: Settings) -> None:
@@ -205,6 +222,46 @@ def keep_plan(
     return [summary]
 
 
+#: Reads an interval's planned batches from the source, all in one snapshot:
+#: ``reader(interval, plan)`` is a context manager over ``(batch, rows, snapshot)`` triples.
+#: PostgreSQL's is :func:`postgres_batches`, MySQL's ``services_sync.mysql_tasks.mysql_batches``.
+BatchReader = Callable[
+    [Interval, Sequence[BatchBounds]],
+    AbstractContextManager[Iterable[tuple[BatchBounds, list[tuple], str | None]]],
+]
+
+#: Finds the rows now in an interval that its run's reads could not have sent:
+#: ``finder(interval, current_batches)`` returns ``(how many, [(batch_index, row), ...])``.
+LateRowFinder = Callable[[Interval, list[dict[str, Any]]], tuple[int, list[tuple[Any, tuple]]]]
+
+
+def postgres_batches(settings: Settings) -> BatchReader:
+    """The PostgreSQL reader of planned batches (one REPEATABLE READ snapshot)."""
+
+    @contextmanager
+    def read(interval: Interval, plan: Sequence[BatchBounds]) -> Iterator[Iterable]:
+        from services_sync import source
+        from services_sync.db import connect
+
+        with connect(settings.source_conn_id) as conn:
+            yield source.read_planned_batches(conn, interval, plan)
+
+    return read
+
+
+def postgres_late_rows(settings: Settings) -> LateRowFinder:
+    """PostgreSQL's late rows: those each batch's snapshot could not see (row ``xmin``)."""
+
+    def find(interval: Interval, batches: list[dict[str, Any]]):
+        from services_sync import source
+        from services_sync.db import connect
+
+        with connect(settings.source_conn_id) as conn:
+            return source.find_late_rows(conn, interval, batches)
+
+    return find
+
+
 def build_batches(
     *,
     dag_id: str,
@@ -212,6 +269,7 @@ def build_batches(
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     settings: Settings | None = None,
+    reader: BatchReader | None = None,
 ) -> dict[str, Any]:
     """Read the interval batch by batch (one snapshot), transform, quarantine, fill the outbox.
 
@@ -220,17 +278,18 @@ def build_batches(
     never see half a build. Unsent batches that earlier runs built for this interval are
     replaced by this build. Returns counts (XCom).
     """
-    from services_sync import outbox, source, state
+    from services_sync import outbox, state
     from services_sync.db import connect
 
     settings = settings or load_settings()
+    reader = reader or postgres_batches(settings)
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     schema = settings.state_schema
     totals = outbox.BuildTotals()
     with connect(settings.state_conn_id) as conn:
         plan = outbox.stored_plan(conn, schema, dag_id=dag_id, interval=interval)
-    with connect(settings.source_conn_id) as source_conn, connect(settings.state_conn_id) as conn:
-        for planned, rows, snapshot in source.read_planned_batches(source_conn, interval, plan):
+    with reader(interval, plan) as batches, connect(settings.state_conn_id) as conn:
+        for planned, rows, snapshot in batches:
             result = transform_rows(rows, settings.naive_timezone)
             body = build_body(result.records) if result.records else None
             state.quarantine_rows(
@@ -349,6 +408,7 @@ def reconcile_interval(
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     settings: Settings | None = None,
+    late_rows: LateRowFinder | None = None,
 ) -> dict[str, Any]:
     """Last task: prove the interval was delivered whole, or fail loudly (no retries).
 
@@ -365,10 +425,11 @@ def reconcile_interval(
       ``last_modified_date`` is a warning naming the cause and the fix, not a failure; sent
       with the same content, or quarantined, needs nothing.
     """
-    from services_sync import outbox, reconcile, source, state
+    from services_sync import outbox, reconcile, state
     from services_sync.db import connect
 
     settings = settings or load_settings()
+    late_rows = late_rows or postgres_late_rows(settings)
     schema = settings.state_schema
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     with connect(settings.state_conn_id) as conn:
@@ -395,8 +456,7 @@ def reconcile_interval(
         )
     late = reconcile.LateRows()
     if batches or not replaced:  # every batch replaced: the later build answers for the interval
-        with connect(settings.source_conn_id) as conn:
-            total, found = source.find_late_rows(conn, interval, batches)
+        total, found = late_rows(interval, batches)
         if found:
             with connect(settings.state_conn_id) as conn:
                 quarantined = state.quarantined_fingerprints(

@@ -25,7 +25,7 @@ from services_sync.delivery import RetryableDeliveryError, TransientDeliveryFail
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-APPROVED_TAGS = {"services", "sync", "hourly", "cdc", "watchdog"}
+APPROVED_TAGS = {"services", "sync", "hourly", "cdc", "watchdog", "mysql"}
 UTC = UTC
 
 
@@ -127,13 +127,23 @@ def test_task_instances_per_run_do_not_depend_on_the_volume(lanes):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     n = int(lanes)
-    assert sorted(result.stdout.splitlines()[-2:]) == [
+    assert sorted(result.stdout.splitlines()[-4:]) == [
         f"services_requests_cdc {6 + n} {list(range(n))}",
+        f"services_requests_mysql_cdc {6 + n} {list(range(n))}",
+        f"services_requests_mysql_sync {6 + n} {list(range(n))}",
         f"services_requests_sync {6 + n} {list(range(n))}",
     ]
 
 
-@pytest.mark.parametrize("dag_id", ["services_requests_sync", "services_requests_cdc"])
+@pytest.mark.parametrize(
+    "dag_id",
+    [
+        "services_requests_sync",
+        "services_requests_cdc",
+        "services_requests_mysql_sync",
+        "services_requests_mysql_cdc",
+    ],
+)
 def test_a_failed_lane_is_retried_as_the_settings_say(dagbag, dag_id):
     """What Airflow's task runner asks the POST task when a lane fails, in both DAGs.
 
@@ -338,3 +348,28 @@ def test_the_watchdog_runs_from_the_start_every_quarter_hour(dagbag):
     assert isinstance(watchdog.timetable, CronTriggerTimetable)
     assert watchdog.timetable.expression == "*/15 * * * *"
     assert [t.task_id for t in watchdog.tasks] == ["check_delivery"]
+
+
+# -- MySQL / MariaDB -------------------------------------------------------------------------
+def test_binlog_cdc_saves_the_position_only_after_every_batch_is_recorded(dagbag):
+    dag = dagbag.dags["services_requests_mysql_cdc"]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    upstream = {t.task_id: t.upstream_task_ids for t in dag.tasks}
+    assert upstream == {
+        "check_binlog_setup": set(),
+        "check_binlog_retention": {"check_binlog_setup"},
+        "capture_changes": {"check_binlog_retention"},
+        "build_change_batches": {"capture_changes"},
+        "post_batches": {"build_change_batches"},
+        "record_delivery": {"post_batches", "capture_changes"},
+        "acknowledge_changes": {"record_delivery", "capture_changes"},
+    }
+    assert dag.get_task("check_binlog_retention").retries == 0  # a purged log fails at once
+
+
+def test_mysql_query_mode_reads_only_after_the_gate(dagbag):
+    dag = dagbag.dags["services_requests_mysql_sync"]
+    assert dag.max_active_runs == 1
+    assert dag.get_task("plan_batches").upstream_task_ids == {"wait_for_open_transactions"}
+    assert dag.get_task("post_batches").partial_kwargs["source_dialect"] == "mysql"

@@ -104,3 +104,29 @@ def test_cdc_demo_streams_snapshot_changes_deletes_and_a_late_commit(tmp_path):
     assert "33 valid: 33 identical at the receiver" in output
     assert "demo OK" in output
     assert not (workdir / "pg").exists()
+
+
+def test_mysql_demo_runs_both_modes_on_its_own_mariadb(tmp_path):
+    """`make demo-mysql`: a private mariadbd, query mode, binlog CDC, deletes, a late commit."""
+    workdir = tmp_path / "demo-mysql"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    result = subprocess.run(
+        [sys.executable, "-m", "devkit.demo_mysql", "--workdir", str(workdir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout
+    assert result.returncode == 0, f"stdout:\n{output}\nstderr:\n{result.stderr}"
+    assert "1 quarantined" in output  # the malformed row of query mode
+    assert re.search(r"3 inserts in a transaction still open\s+success\s+0 records", output)
+    assert re.search(r"the same transaction, now committed\s+success\s+3 records", output)
+    assert "(2 flagged deleted)" in output
+    assert "0 duplicate batches" in output
+    assert re.search(r"position\s+saved at binlog\.\d{6}:\d+, GTID 0-7-\d+", output)
+    assert output.rstrip().splitlines()[-1].startswith("demo OK")

@@ -277,8 +277,18 @@ def test_airflow_loads_the_plugin_and_its_nav_entry():
     assert view["destination"] == "nav"
     assert view["name"] == "Sync status"
     assert view["icon"].startswith("data:image/svg+xml;base64,")
-    [app] = plugin.fastapi_apps
+    app, *others = plugin.fastapi_apps
     assert app["url_prefix"] == "/services-sync"
+    # The other DAGs (CDC, MySQL / MariaDB) each have a view of their own.
+    assert [a["url_prefix"] for a in others] == [
+        "/services-sync-cdc",
+        "/services-sync-mysql",
+        "/services-sync-mysql-cdc",
+    ]
+    assert {v["url_route"] for v in external_views} >= {
+        "sync-status-mysql",
+        "sync-status-mysql-cdc",
+    }
 
     # Airflow's authentication guards the mounted app: no token, no ledger.
     client = TestClient(app["app"])

@@ -1,0 +1,225 @@
+"""MySQL / MariaDB demo: both MySQL DAGs against a MariaDB server the demo starts itself.
+
+Run it with ``make demo-mysql`` or ``python -m devkit.demo_mysql [--keep] [--workdir DIR]``.
+It starts a private MariaDB (``mariadbd`` from the Debian ``mariadb-server`` package, binlog on,
+on a free loopback port: never a server already running on the machine), the embedded
+PostgreSQL that holds the pipeline's state (ledger, outbox, quarantine, binlog windows), the
+reference receiver and a SQLite metadata DB (see :mod:`devkit.demo`), then:
+
+1. **query mode** (``services_requests_mysql_sync``): two hours of changes, one malformed row
+   (quarantined), each hour sent with ``dag.test()``;
+2. **binlog CDC** (``services_requests_mysql_cdc``), the receiver emptied first: an initial
+   snapshot of the table, then inserts, repeated updates and deletes (sent as
+   ``status_id = -1``), then a transaction still open when a run captures (a late commit: not
+   in that window) and the run after it commits, which delivers it.
+
+It then compares the receiver with the table and shows the saved binlog position. Exit status:
+0 when every run succeeded and the states match, 1 otherwise, 2 if the demo could not be set
+up, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from devkit.demo import (
+    DEFAULT_WORKDIR,
+    FIRST_HOUR,
+    DemoError,
+    Services,
+    configure_environment,
+    load_dag,
+    migrate_airflow_db,
+    prepare_workspace,
+    raise_keyboard_interrupt,
+    run_hour,
+    show_path,
+)
+from devkit.demo_cdc import DELETED_STATUS, compare_with_receiver
+
+QUERY_DAG_ID = "services_requests_mysql_sync"
+CDC_DAG_ID = "services_requests_mysql_cdc"
+DATABASE = "services"
+_OPENED = FIRST_HOUR - timedelta(days=2)
+
+
+def _row(rid: str, status: Any, minute: int, service: str = "water") -> tuple:
+    return (service, rid, _OPENED, str(status), FIRST_HOUR + timedelta(minutes=minute))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the MySQL demo; return the exit status (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devkit.demo_mysql",
+        description="Run the MySQL / MariaDB DAGs against a private MariaDB server and the "
+        "reference receiver, and show what arrived.",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the services up until Ctrl-C")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="wiped on start")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    started = time.monotonic()
+    services: Services | None = None
+    mariadb = None
+    try:
+        from devkit import mariadb as mariadb_kit
+
+        if not mariadb_kit.available():
+            raise DemoError(
+                "the MariaDB server binaries are missing: run devkit/ensure-os-packages mariadb "
+                "(apt-get install mariadb-server), or set MARIADB_BIN_DIR"
+            )
+        workdir = prepare_workspace(args.workdir)
+        configure_environment(workdir, FIRST_HOUR)
+        os.environ.update(
+            {
+                "SERVICES_SYNC_CDC_DELETES": "status",
+                "SERVICES_SYNC_CDC_DELETED_STATUS_ID": str(DELETED_STATUS),
+                "SERVICES_SYNC_CLOCK_SKEW_S": "0",
+            }
+        )
+        services = Services(workdir)
+        print(f"services-sync MySQL / MariaDB demo, workspace {show_path(workdir)}/")
+        mariadb = mariadb_kit.MariaDBServer(base_dir=workdir / "mariadb").start()
+        version = mariadb.execute("SELECT VERSION()")[0][0]
+        print(f"source DB    MariaDB {version} on 127.0.0.1:{mariadb.port} (binlog ROW/FULL)")
+        mariadb.create_database(DATABASE)
+        from devkit.seed import create_mysql_source_table, insert_mysql_rows
+
+        with mariadb.connect(DATABASE) as conn:
+            create_mysql_source_table(conn)
+            hour_rows = [_row(f"Q-{i:03d}", 1 + i % 4, i * 5) for i in range(12)]
+            hour_rows += [_row(f"R-{i:03d}", 2, 60 + i * 4) for i in range(8)]
+            hour_rows.append(_row("BAD-STATUS", "open", 30))
+            insert_mysql_rows(conn, hour_rows)
+        services.start_source_db()
+        print("state DB     embedded PostgreSQL (ledger, outbox, quarantine, binlog windows)")
+        services.start_receiver()
+        print(f"receiver     {services.receiver.url}")
+        os.environ.update(services.connection_env())
+        os.environ["AIRFLOW_CONN_SERVICES_MYSQL_DB"] = mariadb.airflow_uri(DATABASE)
+        setup_log = workdir / "airflow-setup.log"
+        migrate_airflow_db(setup_log)
+        runs: list[Any] = []
+
+        def step(dag: Any, start: Any, title: str, **conf: Any) -> None:
+            log_path = workdir / f"airflow-mysql-run-{len(runs) + 1}.log"
+            params = {"batch_size": 10, **conf}
+            result = run_hour(dag, start, log_path, params)
+            runs.append(result)
+            sent = _sent(services.dsn, dag.dag_id, result.run_id) if result.run_id else (0, 0, 0)
+            print(
+                f"  run {len(runs)}  {title:<46} {result.state:<8} {sent[0]:>3} records in "
+                f"{sent[1]} batch(es), {sent[2]} quarantined ({result.seconds:.1f} s)"
+            )
+            if not result.ok:
+                print(f"      {result.error or 'the run failed'}; log: {show_path(log_path)}")
+
+        query = load_dag(setup_log, QUERY_DAG_ID)
+        print(f"running {QUERY_DAG_ID} (query mode) with dag.test():")
+        step(query, FIRST_HOUR, f"hour {FIRST_HOUR:%H:00} (12 rows, 1 malformed)")
+        second = FIRST_HOUR + timedelta(hours=1)
+        step(query, second, f"hour {second:%H:00} (8 rows)")
+
+        import requests
+
+        requests.delete(f"{services.receiver.url}/inspect", timeout=10).raise_for_status()
+        cdc = load_dag(setup_log, CDC_DAG_ID)
+        hours = iter(FIRST_HOUR + timedelta(hours=10 + i) for i in range(10))
+        print(f"running {CDC_DAG_ID} (binlog CDC), receiver emptied first:")
+        step(
+            cdc, next(hours), "initial snapshot (records the start position)", initial_snapshot=True
+        )
+        with mariadb.connect(DATABASE) as conn, conn.cursor() as cur:
+            insert_mysql_rows(conn, [_row(f"NEW-{i:03d}", 1, 100 + i, "roads") for i in range(10)])
+            for status in (2, 3, 4):  # three updates each: only the newest version is sent
+                cur.execute(
+                    "UPDATE service_requests SET status_id = %s, "
+                    "last_modified_date = UTC_TIMESTAMP(6) "
+                    "WHERE request_id IN ('NEW-000', 'Q-000')",
+                    (str(status),),
+                )
+            cur.execute("DELETE FROM service_requests WHERE request_id IN ('Q-001', 'NEW-009')")
+        step(
+            cdc,
+            next(hours),
+            "10 inserts, 6 updates of 2 requests, 2 deletes",
+            initial_snapshot=False,
+        )
+        with mariadb.connect(DATABASE) as open_txn:
+            open_txn.begin()
+            insert_mysql_rows(open_txn, [_row(f"LATE-{i}", 1, 130) for i in range(3)])
+            step(cdc, next(hours), "3 inserts in a transaction still open", initial_snapshot=False)
+            open_txn.commit()
+        step(cdc, next(hours), "the same transaction, now committed", initial_snapshot=False)
+
+        status = report(services, mariadb, runs)
+        print(f"\nAirflow logs: {show_path(workdir)}/airflow-mysql-run-*.log")
+        print(f"demo {'OK' if status == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s")
+        if args.keep:
+            print("--keep: Ctrl-C stops MariaDB, PostgreSQL and the receiver")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+        return status
+    except DemoError as exc:
+        print(f"\ndemo could not run: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if services is not None:
+            services.stop()
+        if mariadb is not None:
+            mariadb.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _sent(dsn: str, dag_id: str, run_id: str) -> tuple[int, int, int]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(accepted), 0), count(*) FILTER (WHERE rows_sent > 0), "
+            "coalesce(sum(rows_quarantined), 0) FROM services_sync.delivery_ledger "
+            "WHERE dag_id = %s AND run_id = %s",
+            (dag_id, run_id),
+        ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def report(services: Services, mariadb: Any, runs: Sequence[Any]) -> int:
+    """Compare the receiver with the table; print the saved position; 0 when all is well."""
+    import psycopg
+
+    table = mariadb.execute(
+        "SELECT service_id, request_id, opening_date, status_id, last_modified_date "
+        "FROM service_requests",
+        database=DATABASE,
+    )
+    with psycopg.connect(services.dsn) as conn:
+        saved = conn.execute(
+            "SELECT w.upto_lsn::text, w.upto_gtid FROM services_sync.cdc_windows AS w "
+            "WHERE w.status = 'acknowledged' ORDER BY w.upto_lsn DESC LIMIT 1"
+        ).fetchone()
+    matches = compare_with_receiver(table, services.receiver.url)
+    if saved is not None:
+        from services_sync.binlog_source import BinlogPosition
+
+        print(f"position     saved at {BinlogPosition.from_lsn(saved[0])}, GTID {saved[1]}")
+    return 0 if all(r.ok for r in runs) and matches else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
