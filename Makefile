@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 ARGS ?= --help
 AIRFLOW_STACK ?= .airflow
 BENCH_ARGS ?=
+EXECUTOR ?=
 
 .PHONY: help install os-packages demo demo-cdc demo-mysql cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke clean
 
@@ -50,8 +51,8 @@ demo-mysql: $(STAMP) ## Both MySQL DAGs on a MariaDB the demo starts: query mode
 cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLOW_CONN_SERVICES_SOURCE_DB)
 	PYTHONPATH=plugins $(BIN)/python -m services_sync.cdc_setup
 
-airflow: $(STAMP) ## The Airflow UI (airflow standalone) on this DAG with data to sync; admin / admin
-	$(BIN)/python -m devkit.airflow_ui
+airflow: $(STAMP) ## The Airflow UI (airflow standalone; EXECUTOR=celery: Celery) on this DAG with data to sync; admin / admin
+	$(BIN)/python -m devkit.airflow_ui $(if $(EXECUTOR),--executor $(EXECUTOR))
 
 airflow-cli: ## The Airflow CLI against the running `make airflow` stack: make airflow-cli ARGS='dags list'
 	@test -f $(AIRFLOW_STACK)/airflow.env || { echo "start the stack first: make airflow"; exit 1; }

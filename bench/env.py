@@ -1,4 +1,9 @@
-"""Environments, processes and services the benchmark starts (and stops)."""
+"""Environments, processes and services the benchmark starts (and stops).
+
+Airflow's environment and processes come from :mod:`devkit.airflow_stack`; this module adds
+what only the benchmark needs: a cleaner environment (no inherited connections, DAG settings or
+Python paths; a bytecode cache), SQLite homes for ``airflow dags test``, receiver processes.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,29 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from devkit.airflow_stack import (
+    AIRFLOW,
+    DEPLOYMENT_VARIABLES,
+    api_connection,
+    free_port,
+    inherited_env,
+)
+from devkit.airflow_stack import airflow_env as stack_env
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
 
-_DROPPED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "SERVICES_SYNC_")
-_DROPPED_NAMES = (
-    "AIRFLOW_HOME",
-    "AIRFLOW_CONFIG",
+#: Dropped besides what :func:`devkit.airflow_stack.inherited_env` always drops.
+_DROPPED = (
+    *DEPLOYMENT_VARIABLES,
+    "SERVICES_SYNC_",
     "PYTHONPATH",
     "PYTHONSTARTUP",
     "PYTHONDONTWRITEBYTECODE",
@@ -46,11 +59,7 @@ def set_bytecode_cache(path: Path | None) -> None:
 
 def clean_env() -> dict[str, str]:
     """This process' environment without anything that could point Airflow or the DAG elsewhere."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(_DROPPED_PREFIXES) and k not in _DROPPED_NAMES
-    }
+    env = inherited_env(drop=_DROPPED)
     if _PYCACHE is None:
         for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"):
             if name in os.environ:
@@ -63,23 +72,6 @@ def clean_env() -> dict[str, str]:
 def python_env() -> dict[str, str]:
     """For the benchmark's own helper processes: the repository and ``plugins/`` importable."""
     return {**clean_env(), "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT}"}
-
-
-def api_connection(port: int, *, gzip: bool = False) -> str:
-    """``AIRFLOW_CONN_SERVICES_API`` for a receiver on 127.0.0.1:``port``.
-
-    ``gzip``: the connection extra ``{"Content-Encoding": "gzip"}``, with which the delivery
-    lanes send the outbox's stored gzip bytes as they are (``Content-Encoding: gzip``).
-    """
-    conn: dict[str, object] = {
-        "conn_type": "http",
-        "host": "127.0.0.1",
-        "port": port,
-        "schema": "http",
-    }
-    if gzip:
-        conn["extra"] = {"Content-Encoding": "gzip"}
-    return json.dumps(conn)
 
 
 def airflow_env(
@@ -98,32 +90,26 @@ def airflow_env(
     clock-skew wait (the hours are long past) and a 1 s gate poke. Everything else (lanes,
     batch size, the stuck-run DeadlineAlert, which ``dags test`` tolerates through
     ``services_sync.dag_defaults.allow_dag_test``) is the DAG's default. ``gzip``: see
-    :func:`api_connection`.
+    :func:`devkit.airflow_stack.api_connection`.
     """
     runtime = home / "run"
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return {
-        **clean_env(),
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "XDG_RUNTIME_DIR": str(runtime),
-        "AIRFLOW_CONN_SERVICES_SOURCE_DB": source_dsn,
-        "AIRFLOW_CONN_SERVICES_API": api_connection(api_port, gzip=gzip),
-        "SERVICES_SYNC_START_DATE": start_date,
-        "SERVICES_SYNC_CLOCK_SKEW_S": "0",
-        "SERVICES_SYNC_GATE_POKE_S": "1",
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return stack_env(
+        home,
+        f"sqlite:///{home / 'airflow.db'}",
+        {
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "XDG_RUNTIME_DIR": str(runtime),
+            "AIRFLOW_CONN_SERVICES_SOURCE_DB": source_dsn,
+            "AIRFLOW_CONN_SERVICES_API": api_connection(api_port, gzip=gzip),
+            "SERVICES_SYNC_START_DATE": start_date,
+            "SERVICES_SYNC_CLOCK_SKEW_S": "0",
+            "SERVICES_SYNC_GATE_POKE_S": "1",
+        },
+        base=clean_env(),
+        dags_folder=dags_folder,
+        plugins_folder=plugins_folder,
+    )
 
 
 def http_json(method: str, url: str, timeout: float = 600) -> object:
@@ -199,7 +185,7 @@ def migrate(env: dict[str, str], log_path: Path) -> float:
     started = time.perf_counter()
     with log_path.open("ab") as log:
         subprocess.run(
-            [PYTHON, "-m", "airflow", "db", "migrate"],
+            [*AIRFLOW, "db", "migrate"],
             env=env,
             cwd=ROOT,
             stdout=log,

@@ -5,9 +5,9 @@ A deployment runs each task instance in a process of its own: the scheduler queu
 LocalExecutor starts it (forked from its forkserver), and the task reports to the api-server's
 Execution API. What that costs per task instance only shows on this path.
 
-The stack is the one of the operate tests: :class:`tests.operate.airflow_stack.AirflowStack`
-starts and stops an api-server, a dag-processor and a scheduler, with
-:func:`tests.operate.airflow_stack.scheduler_stack_env` (LocalExecutor, parallelism 4,
+The stack is the one of the operate tests and ``make airflow``:
+:class:`devkit.airflow_stack.AirflowStack` starts and stops an api-server, a dag-processor and a
+scheduler, with :func:`devkit.airflow_stack.scheduler_stack_env` (LocalExecutor, parallelism 4,
 forkserver with preloaded imports, 1 s heartbeats, no scheduled runs, catch-up off), on a
 PostgreSQL metadata database of the benchmark's cluster. One interval is one ``airflow backfill
 create --from-date H --to-date H --max-active-runs 1`` of a past whole hour ``H`` (the DAG
@@ -36,7 +36,7 @@ import psutil
 from bench.env import Receiver, api_connection, clean_env
 from bench.measure import outbox_footprint
 from bench.procmon import MIB
-from tests.operate.airflow_stack import (
+from devkit.airflow_stack import (
     DAG_ID,
     AirflowStack,
     free_port,
@@ -49,25 +49,6 @@ from tests.operate.airflow_stack import (
 #: The title Airflow's task runner gives a task process (``task_runner.startup``).
 _TASK_TITLE = "airflow worker -- "
 STARTUP_TIMEOUT_S = 300
-
-
-def _stack_env(home: Path, meta_dsn: str, api_port: int, extra: dict[str, str]) -> dict[str, str]:
-    """:func:`scheduler_stack_env`, without what this process inherited and the bench drops.
-
-    The operate helper starts from ``os.environ``; every other benchmark child starts from
-    :func:`bench.env.clean_env` (no inherited ``AIRFLOW_CONN_*``, ``SERVICES_SYNC_*``,
-    ``PYTHONPATH``; the benchmark's bytecode cache). The stack gets the same.
-    """
-    env = scheduler_stack_env(home, meta_dsn, api_port, extra)
-    clean = clean_env()
-    for name in list(env):
-        inherited = name in os.environ and env[name] == os.environ[name]
-        if inherited and name not in clean and name not in extra:
-            del env[name]
-    for name in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE"):
-        if name in clean:
-            env[name] = clean[name]
-    return env
 
 
 class TaskRssSampler(threading.Thread):
@@ -119,7 +100,7 @@ class SchedulerStack:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             **extra,
         }
-        self.env = _stack_env(home, meta_dsn, free_port(), self.extra)
+        self.env = scheduler_stack_env(home, meta_dsn, free_port(), self.extra, base=clean_env())
         self.stack = AirflowStack(home, self.env)
         self.schema = self.env.get("SERVICES_SYNC_STATE_SCHEMA", "services_sync")
         self.source_dsn = self.env["AIRFLOW_CONN_SERVICES_SOURCE_DB"]

@@ -1,7 +1,8 @@
 """The real Airflow UI on this repository's DAG, with data to sync: ``make airflow``.
 
 Run it with ``make airflow`` or ``python -m devkit.airflow_ui [--port N] [--hours N]
-[--receiver-port N] [--home DIR]``. It:
+[--receiver-port N] [--home DIR] [--executor local|celery]``. Airflow's environment and
+processes come from :mod:`devkit.airflow_stack`, as in the operate tests and the benchmark. It:
 
 1. wipes and recreates its workspace (default ``.airflow/`` in the repository, gitignored; a
    directory is only wiped if it is the default one, is empty or carries the marker file an
@@ -20,14 +21,17 @@ Run it with ``make airflow`` or ``python -m devkit.airflow_ui [--port N] [--hour
    with the DAG's start date ``N`` hours ago on the hour; once the DAGs are parsed it unpauses
    the query-mode DAG only (the CDC DAG stays paused: both on would send every change twice,
    under different keys), so the scheduler catches up ``N`` runs at once. Its output goes to
-   ``.airflow/standalone.log``;
+   ``.airflow/standalone.log``. With ``--executor celery`` (``make airflow EXECUTOR=celery``)
+   it starts a private ``redis-server`` and the Celery deployment of ``docker-compose.yaml``
+   instead (api-server, scheduler, dag-processor, triggerer and one Celery worker, CeleryExecutor,
+   logs in ``.airflow/<component>.log``);
 6. writes ``.airflow/airflow.env``, the environment of the stack as shell exports, so the
    Airflow CLI reaches this stack (``make airflow-cli ARGS='dags list-runs ...'``);
 7. prints the URL (``http://localhost:8080``, or a free port if 8080 is taken), the login
    (``admin`` / ``admin``), the CLI command and then one line per DAG run state change;
-8. on Ctrl-C (or SIGTERM) stops ``airflow standalone`` (SIGINT to its process group, then
-   SIGTERM, then SIGKILL), the receiver and PostgreSQL, and deletes the cluster's data; the
-   logs stay in ``.airflow/``.
+8. on Ctrl-C (or SIGTERM) stops ``airflow standalone`` (SIGINT, then SIGTERM to its process
+   group, then SIGKILL; each Celery component gets SIGTERM instead), Redis, the receiver and
+   PostgreSQL, and deletes the cluster's data; the logs stay in ``.airflow/``.
 
 The exit status is 0 after Ctrl-C, 1 if Airflow stopped by itself or never became healthy, 2 if
 the setup failed.
@@ -39,7 +43,6 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +55,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from devkit.airflow_stack import (
+    AIRFLOW,
+    DAG_ID,
+    DEPLOYMENT_VARIABLES,
+    ROOT,
+    AirflowStack,
+    Component,
+    StackError,
+    airflow_env,
+    api_connection,
+    api_settings,
+    celery_settings,
+    free_port,
+    health,
+    inherited_env,
+    is_healthy,
+    redis_server,
+    sqlalchemy_url,
+)
 from devkit.demo import (
     DemoError,
     raise_keyboard_interrupt,
@@ -59,25 +81,25 @@ from devkit.demo import (
     show_path,
     stop_stale_postgres,
 )
-from devkit.pgcluster import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = ROOT / ".airflow"
 DEFAULT_PORT = 8080
 DEFAULT_RECEIVER_PORT = 8000
 DEFAULT_HOURS = 3
 MAX_HOURS = 48
-DAG_ID = "services_requests_sync"
 USERNAME = "admin"
 PASSWORD = "admin"  # noqa: S105 - a local development UI on loopback
 STARTUP_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 45
+EXECUTORS = ("local", "celery")
+#: What ``--executor celery`` starts, in this order (stopped in the reverse one): the Celery
+#: deployment of docker-compose.yaml with one worker. The worker is named ``celery-worker``.
+CELERY_COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer", "celery-worker")
 
 _MARKER = ".services-sync-airflow-ui"
-_INHERITED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")
-_INHERITED_NAMES = (
-    "AIRFLOW_HOME",
-    "AIRFLOW_CONFIG",
+#: Dropped from this process' environment on start (besides what every stack drops).
+_DROPPED = (
+    *DEPLOYMENT_VARIABLES,
     "SERVICES_SYNC_START_DATE",
     "SERVICES_SYNC_SOURCE_CONN_ID",
     "SERVICES_SYNC_API_CONN_ID",
@@ -147,9 +169,9 @@ def pick_port(requested: int | None, default: int, what: str) -> int:
 
 def clean_environment() -> None:
     """Drop inherited Airflow settings and the DAG settings this tool sets itself."""
-    for name in list(os.environ):
-        if name.startswith(_INHERITED_PREFIXES) or name in _INHERITED_NAMES:
-            del os.environ[name]
+    kept = inherited_env(drop=_DROPPED)
+    for name in set(os.environ) - set(kept):
+        del os.environ[name]
 
 
 def airflow_environment(
@@ -160,8 +182,9 @@ def airflow_environment(
     receiver_port: int,
     api_port: int,
     start_date: datetime,
+    broker_url: str | None = None,
 ) -> dict[str, str]:
-    """The environment of ``airflow standalone`` and every component it starts.
+    """The environment of ``airflow standalone`` (or the Celery components) and their tasks.
 
     Args:
         home: The workspace (``AIRFLOW_HOME`` is ``home/airflow``).
@@ -170,54 +193,34 @@ def airflow_environment(
         receiver_port: Port of the reference receiver on 127.0.0.1.
         api_port: Port of the api-server (UI, REST API and the tasks' Execution API).
         start_date: The DAG's start date (first interval).
+        broker_url: The Celery broker: CeleryExecutor (else LocalExecutor).
 
     Returns:
-        The environment (a copy of ``os.environ`` plus these settings).
+        The environment (:func:`devkit.airflow_stack.airflow_env` plus these settings).
     """
     airflow_home = home / "airflow"
     passwords = airflow_home / "simple_auth_manager_passwords.json.generated"
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
-    env.update(
+    env = airflow_env(
+        airflow_home,
+        sqlalchemy_url(metadata_url),
         {
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            **api_settings(api_port),
             # Paused until told otherwise; main() unpauses the query-mode DAG only.
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg"
-            + metadata_url[len("postgresql") :],
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
             # Login admin / admin: the simple auth manager keeps the passwords it knows in
             # this file and only generates one for a user missing from it.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            # Tasks find the Execution API at [api] base_url, default http://localhost:8080.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            # Log servers of the scheduler and the triggerer: free ports, not 8793/8794, so a
-            # second Airflow on this machine does not collide.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__CORE__PARALLELISM": "8",
+            **({} if broker_url is None else celery_settings(metadata_url, broker_url, 1)),
             "AIRFLOW_CONN_SERVICES_SOURCE_DB": source_url,
-            "AIRFLOW_CONN_SERVICES_API": json.dumps(
-                {"conn_type": "http", "host": "127.0.0.1", "port": receiver_port, "schema": "http"}
-            ),
+            "AIRFLOW_CONN_SERVICES_API": api_connection(receiver_port),
             "SERVICES_SYNC_START_DATE": start_date.isoformat(),
             "SERVICES_SYNC_SOURCE_CONN_ID": "services_source_db",
             "SERVICES_SYNC_API_CONN_ID": "services_api",
             "SERVICES_SYNC_STATE_CONN_ID": "services_source_db",
             "SERVICES_SYNC_STATE_SCHEMA": "services_sync",
-            # `airflow standalone` starts its components as `airflow ...` found on PATH.
-            "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",
-        }
+        },
     )
     airflow_home.mkdir(parents=True, exist_ok=True)
     passwords.write_text(json.dumps({USERNAME: PASSWORD}) + "\n")
@@ -231,19 +234,29 @@ def airflow_environment(
 
 
 class Stack:
-    """PostgreSQL, the receiver and ``airflow standalone``, and how to stop them (only them)."""
+    """PostgreSQL, the receiver, Redis (Celery) and Airflow, and how to stop them (only them).
 
-    def __init__(self, home: Path) -> None:
+    Airflow runs as a :class:`devkit.airflow_stack.AirflowStack` in ``home``: every process
+    in ``home/cwd`` (how leftovers are found), logs in ``home/<component>.log``.
+    """
+
+    def __init__(self, home: Path, executor: str = "local") -> None:
         self.home = home
-        self.workdir = home / "cwd"  # every Airflow process runs here: how leftovers are found
-        self.workdir.mkdir(exist_ok=True)
-        self.log_path = home / "standalone.log"
+        self.executor = executor
+        self.components = ("standalone",) if executor == "local" else CELERY_COMPONENTS
         self.cluster: Any = None
         self.receiver: Any = None
-        self.standalone: subprocess.Popen[bytes] | None = None
+        self.broker_url: str | None = None
+        self.airflow: AirflowStack | None = None
         self.metadata_url = ""
         self.source_url = ""
         self.external_source = False
+        self._services = contextlib.ExitStack()
+
+    @property
+    def log_path(self) -> Path:
+        """The log of ``airflow standalone``, or of the scheduler."""
+        return self.home / ("standalone.log" if self.executor == "local" else "scheduler.log")
 
     def start_postgres(self) -> None:
         """Start the embedded cluster with the databases ``airflow`` and ``services``."""
@@ -271,29 +284,41 @@ class Stack:
 
         self.receiver = ReceiverServer(host="127.0.0.1", port=port).start()
 
+    def start_broker(self) -> None:
+        """A private ``redis-server`` (Celery only), data and log in ``home/redis``."""
+        if self.executor == "celery":
+            self.broker_url = self._services.enter_context(redis_server(self.home / "redis"))
+
     def start_airflow(self, env: dict[str, str]) -> None:
-        """``airflow standalone`` in a process group of its own, output to the log file."""
-        with self.log_path.open("ab") as log:
-            self.standalone = subprocess.Popen(
-                [sys.executable, "-m", "airflow", "standalone"],
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        """``airflow standalone``, or migrate and the Celery components, in the background."""
+        self.airflow = AirflowStack(self.home, env, log_dir=self.home)
+        if self.executor == "celery":
+            self.airflow.cli("db", "migrate", timeout=STARTUP_TIMEOUT_S)
+        for name in self.components:
+            command = [*AIRFLOW, "celery", "worker"] if name == "celery-worker" else []
+            self.airflow.start(name, *command)
+
+    def exited(self) -> Component | None:
+        """An Airflow component that stopped by itself, or None."""
+        return None if self.airflow is None else self.airflow.exited()
 
     def stop(self) -> list[str]:
-        """Stop Airflow, the receiver and PostgreSQL; delete the cluster's data.
+        """Stop Airflow, Redis, the receiver and PostgreSQL; delete the cluster's data.
 
         Returns:
             What did not stop by itself and was killed (empty when all went well).
         """
         killed: list[str] = []
-        if self.standalone is not None:
-            killed = self._stop_airflow()
-            self.standalone = None
+        if self.airflow is not None:
+            # SIGINT to `airflow standalone` alone: it sends SIGTERM to each component and
+            # waits for them. Signalling the whole group instead hits every component twice
+            # (SIGINT, then SIGTERM), and a scheduler interrupted in its own shutdown leaves its
+            # LocalExecutor workers behind (they ignore SIGINT and survive SIGTERM).
+            sig = signal.SIGINT if self.executor == "local" else signal.SIGTERM
+            stopped = self.airflow.stop(sig, STOP_TIMEOUT_S, group_timeout=15)
+            killed = [f"{info.pid} {info.cmdline}" for info in stopped]
+        with contextlib.suppress(Exception):
+            self._services.close()
         if self.receiver is not None:
             with contextlib.suppress(Exception):
                 self.receiver.stop()
@@ -308,81 +333,10 @@ class Stack:
             self.cluster = None
         return killed
 
-    def _stop_airflow(self) -> list[str]:
-        assert self.standalone is not None
-        pgid = self.standalone.pid
-        # SIGINT to `airflow standalone` alone: it sends SIGTERM to each component and waits
-        # for them. Signalling the whole group instead hits every component twice (SIGINT,
-        # then SIGTERM), and a scheduler interrupted in its own shutdown leaves its
-        # LocalExecutor workers behind (they ignore SIGINT and survive SIGTERM).
-        stages = (
-            (lambda: os.kill(pgid, signal.SIGINT), STOP_TIMEOUT_S),
-            (lambda: os.killpg(pgid, signal.SIGTERM), 15),
-        )
-        for send, wait_s in stages:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                send()
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                if self.standalone.poll() is not None and not self.leftovers():
-                    return []
-                time.sleep(0.2)
-        killed = []
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        for pid, cmdline in self.leftovers():
-            killed.append(f"{pid} {cmdline}")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.standalone.wait(timeout=10)
-        return killed
-
-    def leftovers(self) -> list[tuple[int, str]]:
-        """Running processes started from :attr:`workdir` (Airflow and its task processes).
-
-        Task processes get process groups of their own, so the process group alone does not
-        find them; their working directory does (Airflow never changes it).
-        """
-        if not Path("/proc").is_dir():
-            return []
-        target = str(self.workdir.resolve())
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if os.readlink(entry / "cwd") != target:
-                    continue
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            except (OSError, IndexError, UnicodeDecodeError):
-                continue
-            if state not in {"Z", "X"}:
-                found.append((int(entry.name), cmdline))
-        return found
-
 
 # --------------------------------------------------------------------------------------------
 # Watching
 # --------------------------------------------------------------------------------------------
-
-
-def health(api_url: str) -> dict[str, Any] | None:
-    """``/api/v2/monitor/health`` of the api-server, or None while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"{api_url}/api/v2/monitor/health", timeout=5) as response:  # noqa: S310
-            return json.load(response)
-    except (OSError, ValueError):
-        return None
-
-
-def is_healthy(status: dict[str, Any] | None) -> bool:
-    """Whether the metadata DB, the scheduler and the dag-processor are healthy."""
-    return bool(status) and all(
-        (status.get(part) or {}).get("status") == "healthy"
-        for part in ("metadatabase", "scheduler", "dag_processor")
-    )
 
 
 def run_states(metadata_url: str) -> dict[str, tuple[str, datetime | None, datetime | None]]:
@@ -480,6 +434,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_HOME,
         help="workspace, wiped on start (default: .airflow/ in the repository)",
     )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: airflow standalone (LocalExecutor, the default); celery: a private "
+        "redis-server, the api-server, scheduler, dag-processor, triggerer and a Celery worker",
+    )
     args = parser.parse_args(argv)
     if args.port is None and os.environ.get("AIRFLOW_UI_PORT", "").strip():
         try:
@@ -511,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in (str(ROOT / "plugins"), str(ROOT)):  # services_sync, for the seed
             if path not in sys.path:
                 sys.path.insert(0, path)
-        stack = Stack(home)
+        stack = Stack(home, args.executor)
         now = datetime.now(UTC)
         first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours)
         print(
@@ -533,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seeded       {inserted} changed rows ({malformed} malformed on purpose)")
         stack.start_receiver(receiver_port)
         print(f"receiver     {stack.receiver.url}  (GET /inspect/stats, /inspect/batches)")
+        stack.start_broker()
+        if stack.broker_url:
+            print(f"redis        {stack.broker_url}  (the Celery broker)")
 
         env = airflow_environment(
             home,
@@ -541,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             receiver_port=stack.receiver.port,
             api_port=api_port,
             start_date=first_hour,
+            broker_url=stack.broker_url,
         )
         if stack.external_source:
             # The CDC DAG must not leave a replication slot (which keeps WAL) on a database
@@ -553,18 +518,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # What CDC mode needs of the table (README, CDC mode); the slot goes with the
                 # embedded cluster.
                 conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")
+        if stack.executor == "local":
+            what = f"airflow standalone (log: {show_path(stack.log_path)})"
+        else:
+            what = f"{', '.join(stack.components)} (logs: {show_path(home)}/<name>.log)"
+        print(f"starting     {what} … ", end="", flush=True)
+        started = time.monotonic()
         stack.start_airflow(env)
         api_url = f"http://127.0.0.1:{api_port}"
-        print(
-            f"starting     airflow standalone (log: {show_path(stack.log_path)}) … ",
-            end="",
-            flush=True,
-        )
-        started = time.monotonic()
         while not is_healthy(health(api_url)):
-            if stack.standalone is not None and stack.standalone.poll() is not None:
+            exited = stack.exited()
+            if exited is not None:
                 print("failed")
-                print(_tail(stack.log_path), file=sys.stderr)
+                print(f"airflow {exited.name} exited", file=sys.stderr)
+                print(_tail(exited.log_path), file=sys.stderr)
                 return 1
             if time.monotonic() - started > STARTUP_TIMEOUT_S:
                 print("failed")
@@ -575,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 1
             time.sleep(1)
-        unpause_query_mode(env)
+        unpause_query_mode(stack.airflow)
         env_file = write_cli_env(home, env)
         print(f"ready ({time.monotonic() - started:.0f} s)")
         print()
@@ -587,11 +554,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"               (or: set -a; source {show_path(env_file)}; set +a; airflow ...)")
         print("  stop         Ctrl-C (stops Airflow, the receiver and PostgreSQL)")
         print()
-        follow_runs(stack)
-        print("\nairflow standalone stopped by itself; see " + show_path(stack.log_path))
-        print(_tail(stack.log_path), file=sys.stderr)
+        exited = follow_runs(stack)
+        print(f"\nairflow {exited.name} stopped by itself; see " + show_path(exited.log_path))
+        print(_tail(exited.log_path), file=sys.stderr)
         status = 1
-    except (SetupError, DemoError) as exc:
+    except (SetupError, DemoError, StackError) as exc:
         print(f"\ncould not start: {exc}", file=sys.stderr)
         status = 2
     except KeyboardInterrupt:
@@ -633,18 +600,11 @@ def write_cli_env(home: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def unpause_query_mode(env: dict[str, str], timeout_s: float = 120) -> None:
+def unpause_query_mode(airflow: AirflowStack, timeout_s: float = 120) -> None:
     """Unpause the query-mode DAG once the dag-processor has registered it (CDC stays paused)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "unpause", DAG_ID],
-            env=env,
-            cwd=env["AIRFLOW_HOME"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = airflow.run("dags", "unpause", DAG_ID)
         if result.returncode == 0:
             return
         if time.monotonic() > deadline:
@@ -652,10 +612,14 @@ def unpause_query_mode(env: dict[str, str], timeout_s: float = 120) -> None:
         time.sleep(2)
 
 
-def follow_runs(stack: Stack) -> None:
-    """Print each DAG run state change until ``airflow standalone`` exits (or Ctrl-C)."""
+def follow_runs(stack: Stack) -> Component:
+    """Print each DAG run state change until an Airflow component exits (or Ctrl-C).
+
+    Returns:
+        The component that exited.
+    """
     seen: dict[str, str] = {}
-    while stack.standalone is not None and stack.standalone.poll() is None:
+    while (exited := stack.exited()) is None:
         for run_id, (state, start, end) in run_states(stack.metadata_url).items():
             if seen.get(run_id) == state:
                 continue
@@ -667,6 +631,7 @@ def follow_runs(stack: Stack) -> None:
                     line += f"  (receiver holds {records} records)"
             print(line)
         time.sleep(2)
+    return exited
 
 
 if __name__ == "__main__":

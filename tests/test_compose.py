@@ -175,7 +175,7 @@ def test_celery_deployment_is_the_one_the_celery_stack_test_runs() -> None:
     the same components (the worker as many times as compose replicates it) with the same
     Celery settings, the same kinds of broker, result backend and metadata database, and runs
     compose's health checks of the worker, triggerer and dag-processor against them."""
-    from tests.operate.airflow_stack import (
+    from devkit.airflow_stack import (
         CELERY_BROKER_SCHEME,
         CELERY_COMPONENTS,
         CELERY_RESULT_BACKEND_SCHEME,

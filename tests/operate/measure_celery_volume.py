@@ -24,8 +24,8 @@ import pendulum
 import psycopg
 import pytest
 
+from devkit.airflow_stack import DAG_ID, rows
 from devkit.seed import create_source_table, insert_rows
-from tests.operate.airflow_stack import DAG_ID, rows
 from tests.operate.test_backfill_scheduler import inspect
 from tests.operate.test_celery_stack import (
     celery_stack,

@@ -23,7 +23,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.operate.airflow_stack import DAG_ID, ROOT, free_port, processes_in, wait_until
+from devkit.airflow_stack import (
+    DAG_ID,
+    ROOT,
+    free_port,
+    health,
+    is_healthy,
+    processes_in,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +118,7 @@ def ui(tmp_path) -> Iterator[UI]:
 
 def test_make_airflow_serves_the_dag_logs_in_and_stops_cleanly_on_ctrl_c(ui):
     wait_until(
-        lambda: ui.alive() or _healthy(ui.url),
+        lambda: ui.alive() or is_healthy(health(ui.url)),
         timeout=STARTUP_TIMEOUT_S,
         what="airflow standalone to report healthy components",
         interval=1,
@@ -200,17 +208,6 @@ def test_make_airflow_serves_the_dag_logs_in_and_stops_cleanly_on_ctrl_c(ui):
     assert _postgres_of(ui.home) == [], "PostgreSQL left running"
     assert not (ui.home / "pg").exists()
     assert (ui.home / "standalone.log").exists()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        health = requests.get(f"{url}/api/v2/monitor/health", timeout=5).json()
-    except (requests.RequestException, ValueError):
-        return False
-    return all(
-        (health.get(part) or {}).get("status") == "healthy"
-        for part in ("metadatabase", "scheduler", "dag_processor")
-    )
 
 
 def _postgres_of(home: Path) -> list[tuple[int, str]]:

@@ -23,10 +23,7 @@ import psycopg
 import pytest
 import requests
 
-from devkit.seed import insert_rows
-from services_sync.payload import KEY_NAMESPACE, Interval
-from services_sync.transform import transform_rows
-from tests.operate.airflow_stack import (
+from devkit.airflow_stack import (
     DAG_ID,
     AirflowStack,
     free_port,
@@ -34,6 +31,9 @@ from tests.operate.airflow_stack import (
     scheduler_stack_env,
     wait_until,
 )
+from devkit.seed import insert_rows
+from services_sync.payload import KEY_NAMESPACE, Interval
+from services_sync.transform import transform_rows
 
 pytestmark = pytest.mark.e2e
 

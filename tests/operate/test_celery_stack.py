@@ -49,9 +49,7 @@ import requests
 import yaml
 from psycopg.rows import dict_row
 
-from devkit.seed import create_source_table, insert_rows
-from services_sync.transform import transform_rows
-from tests.operate.airflow_stack import (
+from devkit.airflow_stack import (
     CELERY_WORKERS,
     DAG_ID,
     ROOT,
@@ -62,6 +60,8 @@ from tests.operate.airflow_stack import (
     rows,
     wait_until,
 )
+from devkit.seed import create_source_table, insert_rows
+from services_sync.transform import transform_rows
 from tests.operate.test_backfill_scheduler import (
     _scalar,
     backfill_runs,
@@ -182,7 +182,7 @@ def celery_stack(home, pg_cluster, source, receiver, extra) -> Iterator[AirflowS
                 migrate=False,
             )
             wait_until(
-                lambda: healthy(airflow, "triggerer"),
+                lambda: airflow.healthy(["triggerer"]),
                 timeout=STARTUP_TIMEOUT_S,
                 what="the api-server to report a healthy triggerer",
                 diagnostics=airflow.diagnostics,
@@ -438,15 +438,6 @@ def pending_faults(receiver) -> list[dict]:
     response = requests.get(f"{receiver.url}/faults", timeout=5)
     response.raise_for_status()
     return response.json()["faults"]
-
-
-def healthy(stack: AirflowStack, part: str) -> bool:
-    stack.check_running()
-    try:
-        health = requests.get(f"{stack.api_url}/api/v2/monitor/health", timeout=5).json()
-    except (requests.RequestException, ValueError):
-        return False
-    return (health.get(part) or {}).get("status") == "healthy"
 
 
 _RUN_COLUMNS = ("run_id", "run_type", "state", "data_interval_start", "start_date", "end_date")

@@ -18,7 +18,7 @@ import pendulum
 import psycopg
 import pytest
 
-from tests.operate.airflow_stack import (
+from devkit.airflow_stack import (
     DAG_ID,
     AirflowStack,
     free_port,

@@ -29,9 +29,7 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 
-from devkit.seed import create_source_table, insert_rows
-from services_sync.transform import transform_rows
-from tests.operate.airflow_stack import (
+from devkit.airflow_stack import (
     DAG_ID,
     ROOT,
     AirflowStack,
@@ -40,6 +38,8 @@ from tests.operate.airflow_stack import (
     scheduler_stack_env,
     wait_until,
 )
+from devkit.seed import create_source_table, insert_rows
+from services_sync.transform import transform_rows
 from tests.operate.test_backfill_scheduler import (
     STARTUP_TIMEOUT_S,
     _scalar,

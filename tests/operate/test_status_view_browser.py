@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.operate.airflow_stack import DAG_ID, AirflowStack, airflow_env, free_port, wait_until
+from devkit.airflow_stack import DAG_ID, AirflowStack, airflow_env, free_port, wait_until
 from tests.status_ledger import FAILED, HOUR, IN_PROGRESS, Ledger, build_ledger, insert_ledger
 
 CHROMIUM = Path("/usr/bin/chromium")
