@@ -1,9 +1,10 @@
 """``make airflow`` as users run it: ``python -m devkit.airflow_ui`` in a subprocess, for real.
 
-It starts ``airflow standalone`` on an embedded PostgreSQL with seeded changes and the reference
-receiver; the test logs in through the REST API like the UI does, checks the DAG is there as
-documented, waits for a caught-up run to succeed, then presses "Ctrl-C" (SIGINT to the process
-group) and checks that nothing it started is left running.
+It starts ``airflow standalone`` (or, ``make airflow EXECUTOR=celery``, a private Redis and the
+Celery components) on an embedded PostgreSQL with seeded changes and the reference receiver; the
+test logs in through the REST API like the UI does, checks the DAG is there as documented, waits
+for a caught-up run to succeed, then presses "Ctrl-C" (SIGINT to the process group) and checks
+that nothing it started is left running.
 """
 
 from __future__ import annotations
@@ -49,14 +50,16 @@ class UI:
     home: Path
     output_path: Path
     url: str
+    executor: str
 
     def output(self) -> str:
         return self.output_path.read_text(errors="replace")
 
     def diagnostics(self) -> str:
-        log = self.home / "standalone.log"
-        tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
-        return f"--- output:\n{self.output()}\n--- standalone.log (tail):\n{tail}"
+        parts = [f"--- output:\n{self.output()}"]
+        for log in sorted(self.home.glob("*.log")):  # standalone.log, or one per component
+            parts.append(f"--- {log.name} (tail):\n{log.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
 
     def alive(self) -> None:
         code = self.process.poll()
@@ -64,8 +67,9 @@ class UI:
             raise AssertionError(f"devkit.airflow_ui exited with {code}\n{self.diagnostics()}")
 
 
-@pytest.fixture
-def ui(tmp_path) -> Iterator[UI]:
+@pytest.fixture(params=["local", "celery"])
+def ui(request, tmp_path) -> Iterator[UI]:
+    """``make airflow`` and ``make airflow EXECUTOR=celery``."""
     home = tmp_path / "airflow-ui"
     port = free_port()
     env = {
@@ -89,6 +93,8 @@ def ui(tmp_path) -> Iterator[UI]:
                 "0",
                 "--hours",
                 "2",
+                "--executor",
+                request.param,
             ],
             cwd=ROOT,
             env=env,
@@ -97,7 +103,7 @@ def ui(tmp_path) -> Iterator[UI]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    running = UI(process, home, output_path, f"http://127.0.0.1:{port}")
+    running = UI(process, home, output_path, f"http://127.0.0.1:{port}", request.param)
     try:
         yield running
     finally:
@@ -110,7 +116,8 @@ def ui(tmp_path) -> Iterator[UI]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-        pids = [p.pid for p in processes_in(home / "cwd")] + [p for p, _ in _postgres_of(home)]
+        pids = [p.pid for p in processes_in(home / "cwd", subdirectories=True)]
+        pids += [p.pid for p in processes_in(home / "redis")] + [p for p, _ in _postgres_of(home)]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -120,7 +127,7 @@ def test_make_airflow_serves_the_dag_logs_in_and_stops_cleanly_on_ctrl_c(ui):
     wait_until(
         lambda: ui.alive() or is_healthy(health(ui.url)),
         timeout=STARTUP_TIMEOUT_S,
-        what="airflow standalone to report healthy components",
+        what="Airflow to report healthy components",
         interval=1,
         diagnostics=ui.diagnostics,
     )
@@ -207,7 +214,13 @@ def test_make_airflow_serves_the_dag_logs_in_and_stops_cleanly_on_ctrl_c(ui):
     assert processes_in(ui.home / "cwd") == [], "Airflow processes left running"
     assert _postgres_of(ui.home) == [], "PostgreSQL left running"
     assert not (ui.home / "pg").exists()
-    assert (ui.home / "standalone.log").exists()
+    assert processes_in(ui.home / "redis") == [], "redis-server left running"
+    if ui.executor == "local":
+        assert (ui.home / "standalone.log").exists()
+    else:
+        assert "redis        redis://127.0.0.1:" in output
+        # The tasks ran on the Celery worker (the executor is not LocalExecutor in disguise).
+        assert "Executing workload in Celery" in (ui.home / "celery-worker.log").read_text()
 
 
 def _postgres_of(home: Path) -> list[tuple[int, str]]:
