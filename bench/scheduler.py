@@ -33,12 +33,13 @@ from typing import Any
 
 import psutil
 
-from bench.env import Receiver, api_connection, clean_env
+from bench.env import Receiver, clean_env
 from bench.measure import outbox_footprint
 from bench.procmon import MIB
 from devkit.airflow_stack import (
     DAG_ID,
     AirflowStack,
+    api_connection,
     free_port,
     processes_in,
     rows,
