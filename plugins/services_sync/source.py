@@ -36,7 +36,7 @@ def read_planned_batches(
             snapshot = cur.fetchone()[0]
             fetch = load_sql("fetch_batch.sql")
             for batch in plan:
-                rows = fetch_rows(cur, fetch, _bounds(interval, batch.lower, batch.upper))
+                rows = fetch_rows(cur, fetch, batch_params(interval, batch.lower, batch.upper))
                 yield batch, rows, snapshot
     finally:
         if not conn.broken:  # a lost connection (a source restart) has nothing to restore
@@ -79,10 +79,6 @@ def _tolerant(loader: type[Loader]) -> type[Loader]:
                 return Unloadable(bytes(data).decode("utf-8", "replace"), str(exc))
 
     return Tolerant
-
-
-def _bounds(interval: Interval, lower: Sequence[str], upper: Sequence[str]) -> dict[str, Any]:
-    return batch_params(interval, lower, upper)
 
 
 def batch_params(
