@@ -732,6 +732,21 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def conclude(status: int, logs: str, started: float, *, keep: bool, stops: str) -> int:
+    """The end of a demo: where the Airflow logs are, OK or FAILED, and ``--keep``'s wait.
+
+    ``logs``: the log files, as a path pattern to show; ``stops``: what Ctrl-C then stops.
+    """
+    print(f"\nAirflow logs: {logs}")
+    print(f"demo {'OK' if status == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s")
+    if keep:
+        print(f"--keep: Ctrl-C stops {stops}")
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return status
+
+
 def show_path(path: Path) -> str:
     """A path relative to the current directory when it is below it."""
     try:

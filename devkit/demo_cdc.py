@@ -36,6 +36,7 @@ from devkit.demo import (
     FIRST_HOUR,
     DemoError,
     Services,
+    conclude,
     configure_environment,
     load_dag,
     migrate_airflow_db,
@@ -156,14 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         step("the same transaction, now committed")
 
         status = report(services, runs)
-        print(f"\nAirflow logs: {show_path(workdir)}/airflow-cdc-run-*.log")
-        print(f"demo {'OK' if status == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s")
-        if args.keep:
-            print("--keep: Ctrl-C stops PostgreSQL and the receiver")
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    time.sleep(3600)
-        return status
+        logs = f"{show_path(workdir)}/airflow-cdc-run-*.log"
+        return conclude(status, logs, started, keep=args.keep, stops="PostgreSQL and the receiver")
     except DemoError as exc:
         print(f"\ndemo could not run: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,6 @@ up, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
@@ -36,6 +35,7 @@ from devkit.demo import (
     FIRST_HOUR,
     DemoError,
     Services,
+    conclude,
     configure_environment,
     load_dag,
     migrate_airflow_db,
@@ -163,14 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         step(cdc, next(hours), "the same transaction, now committed", initial_snapshot=False)
 
         status = report(services, mariadb, runs)
-        print(f"\nAirflow logs: {show_path(workdir)}/airflow-mysql-run-*.log")
-        print(f"demo {'OK' if status == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s")
-        if args.keep:
-            print("--keep: Ctrl-C stops MariaDB, PostgreSQL and the receiver")
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    time.sleep(3600)
-        return status
+        logs = f"{show_path(workdir)}/airflow-mysql-run-*.log"
+        stops = "MariaDB, PostgreSQL and the receiver"
+        return conclude(status, logs, started, keep=args.keep, stops=stops)
     except DemoError as exc:
         print(f"\ndemo could not run: {exc}", file=sys.stderr)
         return 2
