@@ -49,7 +49,7 @@ demo-mysql: $(STAMP) ## Both MySQL DAGs on a MariaDB the demo starts: query mode
 	$(BIN)/python -m devkit.demo_mysql
 
 cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLOW_CONN_SERVICES_SOURCE_DB)
-	PYTHONPATH=plugins $(BIN)/python -m services_sync.cdc_setup
+	PYTHONPATH=plugins $(BIN)/python -m services_sync.cdc.setup
 
 airflow: $(STAMP) ## The Airflow UI (airflow standalone; EXECUTOR=celery: Celery) on this DAG with data to sync; admin / admin
 	$(BIN)/python -m devkit.airflow_ui $(if $(EXECUTOR),--executor $(EXECUTOR))

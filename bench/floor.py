@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from services_sync.payload import Interval, build_body, idempotency_key
-from services_sync.sql import load_sql
-from services_sync.transform import transform_rows
+from services_sync.core.payload import Interval, build_body, idempotency_key
+from services_sync.core.sql import load_sql
+from services_sync.core.transform import transform_rows
 
 INTERVAL_QUERY = (
     "SELECT service_id, request_id, opening_date, status_id, last_modified_date "

@@ -361,9 +361,9 @@ def _explain(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> di
 
 def source_cost(dsn: str, interval_start: datetime, repeats: int) -> dict[str, Any]:
     """Extraction time (the DAG's own plan + fetch code) and EXPLAIN of its queries."""
-    from services_sync import source
-    from services_sync.payload import BatchBounds, Interval
-    from services_sync.sql import load_sql
+    from services_sync.core.payload import BatchBounds, Interval
+    from services_sync.core.sql import load_sql
+    from services_sync.query import source
 
     interval = Interval(interval_start, interval_start + HOUR)
     plan_params = {

@@ -722,7 +722,7 @@ def _gzip_section(results: dict[str, Any]) -> str:
         "wall with `Content-Encoding: gzip` (`dags test`)",
     ]
     return _table(headers, rows, {0, 1, 2, 3, 4, 5}) + (
-        "\n\nThe outbox always stores gzip (`services_sync.payload.pack_body`); with the "
+        "\n\nThe outbox always stores gzip (`services_sync.core.payload.pack_body`); with the "
         "connection extra the same stored bytes go over the wire, so *saved* is also what "
         "the receiver's network gets spared. Without the extra the lanes inflate each body "
         "before the POST. The gzip run has its own metadata DB and state schema (a first run "
@@ -999,7 +999,7 @@ def _source_section(results: dict[str, Any]) -> str:
     text += (
         "\n\nExtraction = what the DAG does against the source for that hour: `plan_batches.sql`, "
         "then `fetch_batch.sql` per planned batch through "
-        "`services_sync.source.read_planned_batches` "
+        "`services_sync.query.source.read_planned_batches` "
         "(REPEATABLE READ, snapshot recorded), timed client-side, warm cache. The changed rows "
         "are spread one per page through the heap (the unfavourable layout).\n"
     )

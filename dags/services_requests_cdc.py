@@ -44,9 +44,9 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
-# services_sync.cdc_tasks is imported inside each task: it pulls in psycopg and the pgoutput
+# services_sync.cdc.tasks is imported inside each task: it pulls in psycopg and the pgoutput
 # decoder, which parsing this file does not need.
-from services_sync.config import load_settings
+from services_sync.core.config import load_settings
 from services_sync.dag_defaults import (
     allow_dag_test,
     batch_params,
@@ -87,21 +87,21 @@ def services_requests_cdc():
     @task
     def check_cdc_setup():
         """Fail fast, naming the fix; create the publication, slot and state tables if missing."""
-        from services_sync import cdc_tasks
+        from services_sync.cdc import tasks as cdc_tasks
 
         return cdc_tasks.check_cdc_setup(DAG_ID)
 
     @task
     def check_slot_health(run_id=None):
         """Alert when the slot retains too much WAL; write a heartbeat."""
-        from services_sync import cdc_tasks
+        from services_sync.cdc import tasks as cdc_tasks
 
         return cdc_tasks.check_slot_health(DAG_ID, run_id)
 
     @task
     def capture_changes(params=None, run_id=None):
         """Stage the slot's pending changes (or resume the open window); spread them over lanes."""
-        from services_sync import cdc_tasks
+        from services_sync.cdc import tasks as cdc_tasks
 
         return cdc_tasks.capture_changes(DAG_ID, run_id, params)
 
@@ -110,7 +110,7 @@ def services_requests_cdc():
         check_cdc_setup(),
         check_slot_health(),
         window,
-        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.cdc_tasks"),
+        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.cdc.tasks"),
     )
 
 

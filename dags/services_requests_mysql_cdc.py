@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
-# services_sync.binlog_tasks is imported inside each task: it pulls in the binlog reader and
+# services_sync.mysql.binlog_tasks is imported inside each task: it pulls in the binlog reader and
 # psycopg, which parsing this file does not need.
-from services_sync.config import load_settings
+from services_sync.core.config import load_settings
 from services_sync.dag_defaults import (
     allow_dag_test,
     batch_params,
@@ -76,21 +76,21 @@ def services_requests_mysql_cdc():
     @task(retries=0)
     def check_binlog_setup(run_id=None):
         """Fail fast, naming every fix; create the state tables; record the start position."""
-        from services_sync import binlog_tasks
+        from services_sync.mysql import binlog_tasks
 
         return binlog_tasks.check_binlog_setup(DAG_ID, run_id)
 
     @task(retries=0)
     def check_binlog_retention(params=None, run_id=None):
         """Fail when the saved position's binlog was purged; warn when it is close."""
-        from services_sync import binlog_tasks
+        from services_sync.mysql import binlog_tasks
 
         return binlog_tasks.check_binlog_retention(DAG_ID, run_id, params)
 
     @task
     def capture_changes(params=None, run_id=None):
         """Stage the binlog's committed changes (or resume the open window); spread over lanes."""
-        from services_sync import binlog_tasks
+        from services_sync.mysql import binlog_tasks
 
         return binlog_tasks.capture_changes(DAG_ID, run_id, params)
 
@@ -99,7 +99,7 @@ def services_requests_mysql_cdc():
         check_binlog_setup(),
         check_binlog_retention(),
         window,
-        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.binlog_tasks"),
+        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.mysql.binlog_tasks"),
     )
 
 

@@ -33,8 +33,7 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
 from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
-from services_sync import mysql_tasks, tasks
-from services_sync.config import load_settings, mysql_hook_params
+from services_sync.core.config import load_settings, mysql_hook_params
 from services_sync.dag_defaults import (
     allow_dag_test,
     batch_params,
@@ -43,6 +42,8 @@ from services_sync.dag_defaults import (
     stuck_run_deadline,
 )
 from services_sync.dag_parts import deliver_interval
+from services_sync.mysql import tasks as mysql_tasks
+from services_sync.query import tasks
 
 DAG_ID = "services_requests_mysql_sync"
 SETTINGS = load_settings()
@@ -120,7 +121,7 @@ def services_requests_mysql_sync():
         check_run_setup(),
         wait_for_open_transactions,
         plan_batches,
-        *deliver_interval(DAG_ID, SETTINGS, "services_sync.mysql_tasks", source_dialect="mysql"),
+        *deliver_interval(DAG_ID, SETTINGS, "services_sync.mysql.tasks", source_dialect="mysql"),
     )
 
 

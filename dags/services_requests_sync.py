@@ -54,8 +54,7 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
 from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
-from services_sync import tasks
-from services_sync.config import load_settings, source_hook_params
+from services_sync.core.config import load_settings, source_hook_params
 from services_sync.dag_defaults import (
     allow_dag_test,
     batch_params,
@@ -65,6 +64,7 @@ from services_sync.dag_defaults import (
     stuck_run_deadline,
 )
 from services_sync.dag_parts import deliver_interval
+from services_sync.query import tasks
 
 DAG_ID = "services_requests_sync"
 SETTINGS = load_settings()
@@ -143,7 +143,7 @@ def services_requests_sync():
         check_run_setup(),
         wait_for_open_transactions,
         plan_batches,
-        *deliver_interval(DAG_ID, SETTINGS, "services_sync.tasks"),
+        *deliver_interval(DAG_ID, SETTINGS, "services_sync.query.tasks"),
     )
 
 

@@ -13,7 +13,7 @@ that is older than `SERVICES_SYNC_MAX_DELIVERY_LAG_MIN` (180), again every
 
 It is unpaused when it first appears, so it watches from the start; a new deployment that
 never delivers is late too. **When the scheduler itself is down** this DAG cannot run either:
-monitor from outside Airflow with `python -m services_sync.watchdog` (exit 1 when late) or
+monitor from outside Airflow with `python -m services_sync.core.watchdog` (exit 1 when late) or
 `GET /api/v2/monitor/health` of the API server.
 
 **Connections:** the state database (`SERVICES_SYNC_STATE_CONN_ID`, default
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from services_sync import watchdog
-from services_sync.config import load_settings
+from services_sync.core import watchdog
+from services_sync.core.config import load_settings
 from services_sync.dag_defaults import default_args
 
 SETTINGS = load_settings()

@@ -356,7 +356,7 @@ def seed_source(dsn: str, first_hour: datetime, hours: int, *, external: bool) -
     import psycopg
 
     from devkit.seed import create_source_table, demo_changes, insert_rows
-    from services_sync.transform import transform_rows
+    from services_sync.core.transform import transform_rows
 
     rows = demo_changes(first_hour, hours)
     try:
@@ -580,7 +580,7 @@ def collect_report(dsn: str, receiver_url: str, runs: Sequence[RunResult]) -> Re
     import psycopg
     from psycopg import sql
 
-    from services_sync.payload import KEY_NAMESPACE, Interval
+    from services_sync.core.payload import KEY_NAMESPACE, Interval
 
     labels = {r.start: Interval(r.start, r.start + timedelta(hours=1)).label for r in runs}
     run_ids = [r.run_id for r in runs if r.run_id]

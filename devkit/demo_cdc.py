@@ -216,7 +216,7 @@ def compare_with_receiver(table: Sequence[Sequence[Any]], url: str, deleted: int
     """
     import requests
 
-    from services_sync.transform import transform_rows
+    from services_sync.core.transform import transform_rows
 
     expected = {(r["service_id"], r["request_id"]): r for r in transform_rows(table).records}
     received = {

@@ -210,7 +210,7 @@ def report(services: Services, mariadb: Any, runs: Sequence[Any]) -> int:
         ).fetchone()
     matches = compare_with_receiver(table, services.receiver.url)
     if saved is not None:
-        from services_sync.binlog_source import BinlogPosition
+        from services_sync.mysql.binlog import BinlogPosition
 
         print(f"position     saved at {BinlogPosition.from_lsn(saved[0])}, GTID {saved[1]}")
     return 0 if all(r.ok for r in runs) and matches else 1

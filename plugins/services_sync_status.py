@@ -1,6 +1,6 @@
 """Airflow UI plugin: the "Sync status" view of the services_requests_sync delivery ledger.
 
-How Airflow 3.3 wires it (the logic lives in :mod:`services_sync.status`):
+How Airflow 3.3 wires it (the logic lives in :mod:`services_sync.ui.status`):
 
 * ``fastapi_apps``: ``airflow/api_fastapi/app.py`` ``init_plugins()`` mounts each entry's
   ``app`` on the API server at its ``url_prefix`` (any prefix but the reserved ``/api/v2``,
@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
-from services_sync import status
-from services_sync.deadlines import RunQueuedAt
+from services_sync.core.deadlines import RunQueuedAt
+from services_sync.ui import status
 
 
 def _icon(color: str) -> str:
@@ -67,7 +67,7 @@ def build_app(dag_id: str = status.DAG_ID) -> Any:
 class ServicesSyncStatusPlugin(AirflowPlugin):
     """Adds "Sync status" to the Airflow UI nav: the delivery ledger, hour by hour.
 
-    Also registers the stuck-run alert's deadline reference (:mod:`services_sync.deadlines`),
+    Also registers the stuck-run alert's deadline reference (:mod:`services_sync.core.deadlines`),
     which the scheduler looks up among the plugins' ``deadline_references``.
     """
 

@@ -175,7 +175,7 @@ def insert_ledger(dsn: str, ledger: Ledger, schema: str = "services_sync") -> No
     """Create the state tables (as the DAG does) and load the ledger into them."""
     from psycopg import sql
 
-    from services_sync.state import ensure_state_tables
+    from services_sync.core.state import ensure_state_tables
 
     with psycopg.connect(dsn) as conn:
         ensure_state_tables(conn, schema)

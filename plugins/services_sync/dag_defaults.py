@@ -11,9 +11,9 @@ from typing import Any
 
 from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, Param
 
-from services_sync.alerts import SyncFailureNotifier
-from services_sync.config import Settings
-from services_sync.deadlines import RunQueuedAt
+from services_sync.core.alerts import SyncFailureNotifier
+from services_sync.core.config import Settings
+from services_sync.core.deadlines import RunQueuedAt
 
 #: The owner shown in the UI and in every alert.
 OWNER = "data-platform"
@@ -32,17 +32,17 @@ def default_args(settings: Settings) -> dict[str, Any]:
 def stuck_run_deadline(settings: Settings) -> DeadlineAlert | None:
     """A run still unfinished ``SERVICES_SYNC_RUN_DEADLINE_MIN`` after it was queued is stuck.
 
-    The callback runs in the triggerer (``services_sync.alerts.deadline_missed``). None when
+    The callback runs in the triggerer (``services_sync.core.alerts.deadline_missed``). None when
     the setting is 0.
     """
     if not settings.run_deadline:
         return None
     return DeadlineAlert(
         # DeadlineReference.DAGRUN_QUEUED_AT, but a run that has one cannot be cleared in
-        # Airflow 3.3 (apache/airflow#70368): see services_sync.deadlines.
+        # Airflow 3.3 (apache/airflow#70368): see services_sync.core.deadlines.
         reference=RunQueuedAt(),
         interval=settings.run_deadline,
-        callback=AsyncCallback("services_sync.alerts.deadline_missed"),
+        callback=AsyncCallback("services_sync.core.alerts.deadline_missed"),
     )
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from airflow.sdk import task
 
-from services_sync import record
-from services_sync.config import Settings
-from services_sync.lanes import DeliveryLaneOperator, lane_args, lane_numbers
+from services_sync.core.config import Settings
+from services_sync.delivery import record
+from services_sync.delivery.lanes import DeliveryLaneOperator, lane_args, lane_numbers
 
 
 def deliver_interval(
@@ -71,7 +71,8 @@ def deliver_window(dag_id: str, settings: Settings, window: Any, tasks_module: s
     """CDC mode's ``build_change_batches → post_batches → record_delivery → acknowledge_changes``.
 
     ``window`` is the capture task's output; ``tasks_module`` has ``build_change_batches`` and
-    ``acknowledge_changes`` (:mod:`services_sync.cdc_tasks`, :mod:`services_sync.binlog_tasks`).
+    ``acknowledge_changes`` (:mod:`services_sync.cdc.tasks`,
+    :mod:`services_sync.mysql.binlog_tasks`).
     """
 
     @task

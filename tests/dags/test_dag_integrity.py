@@ -19,9 +19,9 @@ from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable, RetryAc
 from airflow.sdk.exceptions import ParamValidationError
 from airflow.serialization.encoders import coerce_to_core_timetable
 
-from services_sync.alerts import SyncFailureNotifier
-from services_sync.config import load_settings
-from services_sync.delivery import RetryableDeliveryError, TransientDeliveryFailure, check_ack
+from services_sync.core.ack import RetryableDeliveryError, TransientDeliveryFailure, check_ack
+from services_sync.core.alerts import SyncFailureNotifier
+from services_sync.core.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
@@ -298,7 +298,7 @@ def test_a_stuck_run_raises_a_deadline_alert():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-2:] == [
-        f"{dag_id} RunQueuedAt 0:45:00 services_sync.alerts.deadline_missed"
+        f"{dag_id} RunQueuedAt 0:45:00 services_sync.core.alerts.deadline_missed"
         for dag_id in ("services_requests_cdc", "services_requests_sync")
     ]
 

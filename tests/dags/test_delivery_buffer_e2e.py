@@ -14,7 +14,7 @@ import requests
 from airflow.dag_processing.dagbag import DagBag
 
 from devkit.seed import insert_rows
-from services_sync.config import load_settings
+from services_sync.core.config import load_settings
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import requests
 from airflow.dag_processing.dagbag import DagBag
 
 from devkit.seed import insert_rows
-from services_sync import cdc_source
-from services_sync.transform import transform_rows
+from services_sync.cdc import source as cdc_source
+from services_sync.core.transform import transform_rows
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import requests
 from airflow.dag_processing.dagbag import DagBag
 
 from devkit.seed import insert_mysql_rows
-from services_sync.binlog_source import BinlogPosition
-from services_sync.transform import transform_rows
+from services_sync.core.transform import transform_rows
+from services_sync.mysql.binlog import BinlogPosition
 
 pytestmark = pytest.mark.e2e
 

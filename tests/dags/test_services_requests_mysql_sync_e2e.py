@@ -11,7 +11,7 @@ import requests
 from airflow.dag_processing.dagbag import DagBag
 
 from devkit.seed import insert_mysql_rows
-from services_sync.transform import transform_rows
+from services_sync.core.transform import transform_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +101,7 @@ def test_two_intervals_deliver_exactly_their_records_and_quarantine_bad_rows(
     assert runs == [(DAG_ID, H, 10, 8, 2), (DAG_ID, H + timedelta(hours=1), 5, 5, 0)]
 
     # The status view of this DAG reads the same PostgreSQL ledger.
-    from services_sync import status
+    from services_sync.ui import status
 
     report = status.load_report(dag_id=DAG_ID, now=H + timedelta(hours=3))
     delivered = {
@@ -135,7 +135,7 @@ def test_reconciliation_tells_a_late_commit_from_an_update_in_place(
 ):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from services_sync import mysql_tasks
+    from services_sync.mysql import tasks as mysql_tasks
 
     with mariadb_server.connect(mysql_db) as conn:
         insert_mysql_rows(conn, rows_for(H, 4, "Q"))

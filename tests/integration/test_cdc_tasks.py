@@ -14,7 +14,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from devkit.seed import create_source_table, insert_rows
-from services_sync import cdc_tasks
+from services_sync.cdc import tasks as cdc_tasks
 from tests.dags.test_services_requests_cdc_e2e import rows, writer
 
 DAG_ID = "services_requests_cdc"
@@ -100,8 +100,8 @@ def deliver(window: dict, receiver, run_id: str) -> None:
     """Build the window and send it through the real delivery lanes to the receiver."""
     from types import SimpleNamespace
 
-    from services_sync.config import load_settings
-    from services_sync.lanes import DeliveryLaneOperator
+    from services_sync.core.config import load_settings
+    from services_sync.delivery.lanes import DeliveryLaneOperator
 
     cdc_tasks.build_change_batches(
         dag_id=DAG_ID, run_id=run_id, window_id=window["window_id"], interval=None
@@ -181,7 +181,7 @@ def test_the_setup_command_creates_then_reports_and_names_fixes(source_db, slot)
 
     def setup_command():
         return subprocess.run(
-            [sys.executable, "-m", "services_sync.cdc_setup"],
+            [sys.executable, "-m", "services_sync.cdc.setup"],
             cwd=root,
             env={**os.environ, "PYTHONPATH": str(root / "plugins")},
             capture_output=True,
@@ -225,7 +225,7 @@ def test_a_role_that_does_not_own_the_table_is_told_who_creates_the_publication(
 def test_a_commit_between_opening_a_snapshot_window_and_its_snapshot_is_sent_once(
     source_db, receiver, slot, monkeypatch
 ):
-    from services_sync import cdc_source
+    from services_sync.cdc import source as cdc_source
 
     with writer(source_db) as conn:
         conn.execute("ALTER TABLE service_requests REPLICA IDENTITY FULL")

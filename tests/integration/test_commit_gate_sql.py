@@ -9,14 +9,14 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from services_sync.gate import (
+from services_sync.core.gate import (
     GateReading,
     fatal_problem,
     unrelated_writers_ignored,
     unrelated_writers_left,
     waiting_for,
 )
-from services_sync.sql import load_sql
+from services_sync.core.sql import load_sql
 
 
 def read_gate(dsn, window_end, skew_s=0.0, unrelated_wait_s=300.0):

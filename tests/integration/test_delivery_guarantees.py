@@ -12,13 +12,13 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import AirflowFailException
 
 from devkit.seed import insert_rows
-from services_sync import outbox, state
-from services_sync.config import load_settings
-from services_sync.db import connect
-from services_sync.lanes import drop_superseded_records
-from services_sync.payload import Interval, body_records, build_body, idempotency_key
-from services_sync.tasks import reconcile_interval
-from services_sync.transform import transform_rows
+from services_sync.core import outbox, state
+from services_sync.core.config import load_settings
+from services_sync.core.db import connect
+from services_sync.core.payload import Interval, body_records, build_body, idempotency_key
+from services_sync.core.transform import transform_rows
+from services_sync.delivery.lanes import drop_superseded_records
+from services_sync.query.tasks import reconcile_interval
 
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 INTERVAL = Interval(H, H + timedelta(hours=1))
@@ -157,7 +157,7 @@ def send_lane(run_id: str, interval_start) -> dict:
     """One try of delivery lane 1 of 1, as a task would run it."""
     from types import SimpleNamespace
 
-    from services_sync.lanes import DeliveryLaneOperator
+    from services_sync.delivery.lanes import DeliveryLaneOperator
 
     settings = load_settings()
     lane = DeliveryLaneOperator(
@@ -186,7 +186,7 @@ def test_a_lane_retry_after_dropping_superseded_records_sends_the_same_smaller_b
     unfiltered) gzip bytes under the new key, and counted the superseded rows twice."""
     import json
 
-    from services_sync.delivery import TransientDeliveryFailure
+    from services_sync.core.ack import TransientDeliveryFailure
 
     port = int(receiver.url.rsplit(":", 1)[1])
     monkeypatch.setenv(
@@ -314,7 +314,7 @@ def test_a_run_whose_batches_a_later_build_replaced_reconciles_without_a_false_a
     """Regression (issue 13, item 4): the run's ledger rows that a later build of the interval
     replaced were read by the reconciliation (never acknowledged: "sent 3, acknowledged None")
     while record_delivery ignores them, so clearing the failed run alarmed on a delivered hour."""
-    from services_sync.record import record_delivery
+    from services_sync.delivery.record import record_delivery
 
     with psycopg.connect(source_db, autocommit=True) as conn:
         insert_rows(conn, rows(6))

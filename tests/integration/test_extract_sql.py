@@ -8,10 +8,10 @@ import psycopg
 import pytest
 
 from devkit.seed import insert_rows
-from services_sync.payload import BatchBounds, Interval, build_body
-from services_sync.source import read_planned_batches
-from services_sync.sql import load_sql
-from services_sync.transform import transform_rows
+from services_sync.core.payload import BatchBounds, Interval, build_body
+from services_sync.core.sql import load_sql
+from services_sync.core.transform import transform_rows
+from services_sync.query.source import read_planned_batches
 
 UTC = UTC
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)

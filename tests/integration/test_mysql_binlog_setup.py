@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from devkit.mariadb import MariaDBServer
 from devkit.seed import create_mysql_source_table
-from services_sync import binlog_tasks
+from services_sync.mysql import binlog_tasks
 
 DAG_ID = "services_requests_mysql_cdc"
 

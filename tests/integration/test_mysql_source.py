@@ -13,11 +13,12 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from devkit.seed import insert_mysql_rows
-from services_sync import mysql_source, mysql_tasks
-from services_sync.config import load_settings
-from services_sync.gate import GateReading, waiting_for
-from services_sync.payload import BatchBounds, Interval
-from services_sync.transform import transform_rows
+from services_sync.core.config import load_settings
+from services_sync.core.gate import GateReading, waiting_for
+from services_sync.core.payload import BatchBounds, Interval
+from services_sync.core.transform import transform_rows
+from services_sync.mysql import source as mysql_source
+from services_sync.mysql import tasks as mysql_tasks
 
 H = datetime(2025, 3, 30, 1, tzinfo=UTC)  # Europe's spring-forward hour, in UTC
 OPENED = datetime(2025, 3, 1, tzinfo=UTC)

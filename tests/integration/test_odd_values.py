@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from devkit.seed import insert_rows
-from services_sync import state
-from services_sync.config import load_settings
-from services_sync.db import connect
-from services_sync.payload import BatchBounds, Interval
-from services_sync.source import read_planned_batches
-from services_sync.sql import load_sql
-from services_sync.transform import Unloadable, transform_rows
+from services_sync.core import state
+from services_sync.core.config import load_settings
+from services_sync.core.db import connect
+from services_sync.core.payload import BatchBounds, Interval
+from services_sync.core.sql import load_sql
+from services_sync.core.transform import Unloadable, transform_rows
+from services_sync.query.source import read_planned_batches
 
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 INTERVAL = Interval(H, H + timedelta(hours=1))

@@ -1,6 +1,6 @@
 """Log-based CDC on a real PostgreSQL 16: publication, pgoutput slot, SQL peek, advance.
 
-Everything goes through ``services_sync.cdc_source`` and ``services_sync.pgoutput``. Writers
+Everything goes through ``services_sync.cdc.source`` and ``services_sync.cdc.pgoutput``. Writers
 commit with ``synchronous_commit = on``: the test cluster runs with it off, and a peek decodes
 only WAL that is flushed, so an asynchronous commit may not be visible to the next peek yet.
 """
@@ -19,17 +19,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from devkit.seed import insert_rows
-from services_sync.cdc_source import (
-    MESSAGE_PREFIX,
-    advance_slot,
-    create_publication,
-    create_slot,
-    current_wal_lsn,
-    emit_heartbeat,
-    peek_changes,
-    slot_health,
-)
-from services_sync.pgoutput import (
+from services_sync.cdc.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
     Change,
@@ -46,6 +36,16 @@ from services_sync.pgoutput import (
     decode_message,
     int_to_lsn,
     lsn_to_int,
+)
+from services_sync.cdc.source import (
+    MESSAGE_PREFIX,
+    advance_slot,
+    create_publication,
+    create_slot,
+    current_wal_lsn,
+    emit_heartbeat,
+    peek_changes,
+    slot_health,
 )
 
 T = datetime(2025, 5, 14, 10, 0, 0, 123456, tzinfo=UTC)

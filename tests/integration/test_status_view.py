@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from services_sync import status
-from services_sync.state import ensure_state_tables
+from services_sync.core.state import ensure_state_tables
+from services_sync.ui import status
 from tests.status_ledger import (
     BAD_DEPLOY,
     FAILED,
@@ -96,8 +96,8 @@ def test_the_page_shows_the_table_and_the_chart(ledger):
 
 def test_the_view_reads_what_the_dag_writes(source_db):
     """The DAG's own ledger writers (build, the lanes' acks, record_delivery), then the view."""
-    from services_sync import outbox, state
-    from services_sync.payload import Interval, build_body
+    from services_sync.core import outbox, state
+    from services_sync.core.payload import Interval, build_body
 
     start = NEWEST_END - timedelta(hours=1)
     interval = Interval(start, NEWEST_END)

@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services_sync import state, watchdog
-from services_sync.config import load_settings
-from services_sync.db import connect
+from services_sync.core import state, watchdog
+from services_sync.core.config import load_settings
+from services_sync.core.db import connect
 from tests.smtp_inbox import smtp_inbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def delivered(dsn: str, interval_end: datetime, *, finished: bool = True) -> Non
 
 def command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "services_sync.watchdog", *args],
+        [sys.executable, "-m", "services_sync.core.watchdog", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
         capture_output=True,

@@ -32,8 +32,8 @@ from devkit.airflow_stack import (
     wait_until,
 )
 from devkit.seed import insert_rows
-from services_sync.payload import KEY_NAMESPACE, Interval
-from services_sync.transform import transform_rows
+from services_sync.core.payload import KEY_NAMESPACE, Interval
+from services_sync.core.transform import transform_rows
 
 pytestmark = pytest.mark.e2e
 

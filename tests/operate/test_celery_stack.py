@@ -61,7 +61,7 @@ from devkit.airflow_stack import (
     wait_until,
 )
 from devkit.seed import create_source_table, insert_rows
-from services_sync.transform import transform_rows
+from services_sync.core.transform import transform_rows
 from tests.operate.test_backfill_scheduler import (
     _scalar,
     backfill_runs,

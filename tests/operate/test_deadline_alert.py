@@ -2,7 +2,7 @@
 
 A ``dag.test()`` run has no ``queued_at`` and so no deadline: the stuck-run alert lives on the
 production path only, and this is where it is exercised: the scheduler notices the missed
-deadline and the triggerer runs ``services_sync.alerts.deadline_missed``.
+deadline and the triggerer runs ``services_sync.core.alerts.deadline_missed``.
 
 The run is made stuck on purpose: a clock-skew margin of a day keeps the late-commit gate
 waiting, and the deadline is 18 s after the run was queued.

@@ -95,7 +95,7 @@ def run_interval(dag: Any, start: datetime, **conf: Any) -> Any:
 
 def lane_of(batch_index: int) -> int:
     """The delivery lane (map index of ``post_batches``) that sends a batch of a query-mode run."""
-    from services_sync.config import load_settings
+    from services_sync.core.config import load_settings
 
     return batch_index % load_settings().lanes
 

@@ -2,7 +2,7 @@
 
 ``reconcile(source_dsn, receiver_url, intervals)`` reads back the source rows of the delivered
 intervals, converts them with the pipeline's own contract code
-(:func:`services_sync.transform.transform_rows`) and checks the reference receiver's inspection
+(:func:`services_sync.core.transform.transform_rows`) and checks the reference receiver's inspection
 endpoints against them:
 
 1. **complete and current**: for every source row that passes the contract, the receiver's
@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 import requests
 
-from services_sync.transform import Rejected, transform_rows
+from services_sync.core.transform import Rejected, transform_rows
 
 #: A data interval ``[start, end)`` (timezone-aware).
 IntervalBounds = tuple[datetime, datetime]

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_receiver_down_connection_refused_then_back_up(dag, source_db, own_receiver, monkeypatch):
-    from services_sync.retry import DeliveryRetryPolicy
+    from services_sync.core.retry import DeliveryRetryPolicy
 
     insert(source_db, rows_for(H, 45, "DOWN") + rows_for(H + HOUR, 5, "NEXT"))
     own_receiver.stop()

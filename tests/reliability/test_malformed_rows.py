@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from devkit.seed import create_source_table
-from services_sync.transform import transform_rows
+from services_sync.core.transform import transform_rows
 from tests.reliability.harness import (
     SERVICES,
     H,
