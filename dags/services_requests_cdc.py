@@ -42,18 +42,13 @@ piling up on the source).
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
+from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
 # services_sync.cdc.tasks is imported inside each task: it pulls in psycopg and the pgoutput
 # decoder, which parsing this file does not need.
+from services_sync.cdc.capture import POSTGRES_CDC
 from services_sync.core.config import load_settings
-from services_sync.dag_defaults import (
-    allow_dag_test,
-    batch_params,
-    default_args,
-    stuck_run_deadline,
-)
-from services_sync.dag_parts import deliver_window
+from services_sync.dag_factory import allow_dag_test, deliver_window, hourly_dag_args, window_params
 
 DAG_ID = "services_requests_cdc"
 SETTINGS = load_settings()
@@ -63,23 +58,15 @@ SETTINGS = load_settings()
     dag_id=DAG_ID,
     # Not "@hourly": a bare cron string is a zero-width interval in Airflow 3.
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=SETTINGS.start_date,
     catchup=False,  # each run takes everything the slot holds: missed hours need no runs
-    max_active_runs=1,  # one window at a time, acknowledged in order
-    default_args=default_args(SETTINGS),  # retries, failure alert (e-mail / Slack)
-    deadline=stuck_run_deadline(SETTINGS),  # alert on a run still unfinished after 2 h
-    params={
-        **batch_params(SETTINGS),
-        "initial_snapshot": Param(
-            False,
-            type="boolean",
-            title="Initial snapshot",
-            description="Also send every row of the table as of one snapshot, exactly once "
-            "together with the changes (first load, or to resynchronise the receiver).",
-        ),
-    },
+    params=window_params(
+        SETTINGS,
+        "Also send every row of the table as of one snapshot, exactly once "
+        "together with the changes (first load, or to resynchronise the receiver).",
+    ),
     tags=["services", "sync", "hourly", "cdc"],
     doc_md=__doc__,
+    **hourly_dag_args(SETTINGS),  # one window at a time, acknowledged in order; alerts
 )
 def services_requests_cdc():
     """check_cdc_setup → check_slot_health → capture → build → post_batches[lanes] → ack."""
@@ -110,7 +97,7 @@ def services_requests_cdc():
         check_cdc_setup(),
         check_slot_health(),
         window,
-        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.cdc.tasks"),
+        *deliver_window(DAG_ID, SETTINGS, window, POSTGRES_CDC),
     )
 
 

@@ -30,18 +30,13 @@ as in the PostgreSQL CDC DAG.
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
+from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
 # services_sync.mysql.binlog_tasks is imported inside each task: it pulls in the binlog reader and
 # psycopg, which parsing this file does not need.
 from services_sync.core.config import load_settings
-from services_sync.dag_defaults import (
-    allow_dag_test,
-    batch_params,
-    default_args,
-    stuck_run_deadline,
-)
-from services_sync.dag_parts import deliver_window
+from services_sync.dag_factory import allow_dag_test, deliver_window, hourly_dag_args, window_params
+from services_sync.mysql.capture import MYSQL_BINLOG
 
 DAG_ID = "services_requests_mysql_cdc"
 SETTINGS = load_settings()
@@ -51,24 +46,16 @@ SETTINGS = load_settings()
     dag_id=DAG_ID,
     # Not "@hourly": a bare cron string is a zero-width interval in Airflow 3.
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=SETTINGS.start_date,
     catchup=False,  # each run takes everything since the saved position: missed hours need none
-    max_active_runs=1,  # one window at a time, acknowledged in order
-    default_args=default_args(SETTINGS),
-    deadline=stuck_run_deadline(SETTINGS),
-    params={
-        **batch_params(SETTINGS),
-        "initial_snapshot": Param(
-            False,
-            type="boolean",
-            title="Initial snapshot",
-            description="Also send every row of the table as of one consistent snapshot, exactly "
-            "once together with the changes (first load, after a purged binlog, or to "
-            "resynchronise the receiver).",
-        ),
-    },
+    params=window_params(
+        SETTINGS,
+        "Also send every row of the table as of one consistent snapshot, exactly "
+        "once together with the changes (first load, after a purged binlog, or to "
+        "resynchronise the receiver).",
+    ),
     tags=["services", "sync", "hourly", "cdc", "mysql"],
     doc_md=__doc__,
+    **hourly_dag_args(SETTINGS),  # one window at a time, acknowledged in order; alerts
 )
 def services_requests_mysql_cdc():
     """check_binlog_setup → retention → capture → build → post_batches[lanes] → record → acknowledge."""
@@ -99,7 +86,7 @@ def services_requests_mysql_cdc():
         check_binlog_setup(),
         check_binlog_retention(),
         window,
-        *deliver_window(DAG_ID, SETTINGS, window, "services_sync.mysql.binlog_tasks"),
+        *deliver_window(DAG_ID, SETTINGS, window, MYSQL_BINLOG),
     )
 
 

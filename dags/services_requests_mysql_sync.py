@@ -27,23 +27,22 @@ hold UTC.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
 from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
-from services_sync.core.config import load_settings, mysql_hook_params
-from services_sync.dag_defaults import (
+from services_sync.core.config import load_settings
+from services_sync.dag_factory import (
     allow_dag_test,
     batch_params,
-    default_args,
-    is_test_run,
-    stuck_run_deadline,
+    deliver_interval,
+    gate_args,
+    hourly_dag_args,
+    plan_args,
 )
-from services_sync.dag_parts import deliver_interval
 from services_sync.mysql import tasks as mysql_tasks
-from services_sync.query import tasks
+from services_sync.mysql.capture import MYSQL_QUERY as SOURCE
+from services_sync.query import run_setup, tasks
 
 DAG_ID = "services_requests_mysql_sync"
 SETTINGS = load_settings()
@@ -53,75 +52,38 @@ SETTINGS = load_settings()
     dag_id=DAG_ID,
     # Not "@hourly": a bare cron string is a zero-width interval in Airflow 3.
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=SETTINGS.start_date,
     catchup=SETTINGS.catchup,
-    max_active_runs=1,  # intervals are delivered in order
-    template_searchpath=[str(SETTINGS.sql_dir)],
-    user_defined_macros={"mysql_utc": mysql_tasks.utc_macro},  # bounds as UTC wall times
-    default_args=default_args(SETTINGS),
-    deadline=stuck_run_deadline(SETTINGS),
     params=batch_params(SETTINGS),
     tags=["services", "sync", "hourly", "mysql"],
     doc_md=__doc__,
+    **hourly_dag_args(SETTINGS, source=SOURCE),  # one run at a time, retries, alerts
 )
 def services_requests_mysql_sync():
     """check_run_setup → gate → plan_batches → build_batches → post_batches[lanes] → record."""
 
     @task
-    def check_run_setup(
-        params=None,
-        logical_date=None,
-        data_interval_start=None,
-        data_interval_end=None,
-        dag_run=None,
-    ) -> str:
+    def check_run_setup(**context) -> str:
         """Fail fast, naming the fix, on a wrong interval, connection, grant or column type."""
-        return mysql_tasks.check_mysql_run_setup(
-            DAG_ID,
-            data_interval_start,
-            data_interval_end,
-            params,
-            logical_date=logical_date,
-            test_run=is_test_run(dag_run),
-        )
+        return run_setup.check_run_setup_from_context(DAG_ID, SOURCE, context)
 
     wait_for_open_transactions = SqlSensor(
         task_id="wait_for_open_transactions",
-        conn_id=SETTINGS.mysql_source_conn_id,
-        hook_params=mysql_hook_params(),  # session in UTC
-        sql="services_sync/mysql/check_open_transactions.sql",
-        parameters={
-            "window_end": "{{ mysql_utc(data_interval_end) }}",
-            "clock_skew_s": SETTINGS.clock_skew.total_seconds(),
-            "unrelated_wait_s": 0,
-        },
-        selector=list,
         success=tasks.commit_gate_open,
-        failure=mysql_tasks.commit_gate_failed,
-        mode="poke",  # see services_requests_sync: reschedule + retries can crash 3.3's scheduler
-        poke_interval=SETTINGS.gate_poke_interval,
-        timeout=SETTINGS.max_open_transaction + SETTINGS.clock_skew + timedelta(minutes=10),
+        failure=mysql_tasks.commit_gate_failed,  # names KILL, not pg_terminate_backend
+        **gate_args(SETTINGS, SOURCE),  # InnoDB: every old write transaction is waited for
     )
 
     plan_batches = SQLExecuteQueryOperator(
         task_id="plan_batches",
-        conn_id=SETTINGS.mysql_source_conn_id,
-        hook_params=mysql_hook_params(),  # session in UTC
-        sql="services_sync/mysql/plan_batches.sql",
-        parameters={
-            "window_start": "{{ mysql_utc(data_interval_start) }}",
-            "window_end": "{{ mysql_utc(data_interval_end) }}",
-            "batch_size": "{{ params.batch_size }}",
-            "max_batch_bytes": "{{ params.max_batch_bytes }}",
-        },
-        output_processor=mysql_tasks.keep_plan,  # the plan goes to the state DB
+        output_processor=tasks.keep_plan,  # the plan goes to the state DB (PostgreSQL)
+        **plan_args(SETTINGS, SOURCE),
     )
 
     chain(
         check_run_setup(),
         wait_for_open_transactions,
         plan_batches,
-        *deliver_interval(DAG_ID, SETTINGS, "services_sync.mysql.tasks", source_dialect="mysql"),
+        *deliver_interval(DAG_ID, SETTINGS, SOURCE),
     )
 
 

@@ -48,23 +48,22 @@ triggering, and `check_run_setup` refuses such a run.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.common.sql.sensors.sql import SqlSensor
 from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
-from services_sync.core.config import load_settings, source_hook_params
-from services_sync.dag_defaults import (
+from services_sync.core.config import load_settings
+from services_sync.dag_factory import (
     allow_dag_test,
     batch_params,
-    default_args,
+    deliver_interval,
+    gate_args,
     gate_params,
-    is_test_run,
-    stuck_run_deadline,
+    hourly_dag_args,
+    plan_args,
 )
-from services_sync.dag_parts import deliver_interval
-from services_sync.query import tasks
+from services_sync.query import run_setup, tasks
+from services_sync.query.capture import POSTGRES_QUERY as SOURCE
 
 DAG_ID = "services_requests_sync"
 SETTINGS = load_settings()
@@ -74,76 +73,39 @@ SETTINGS = load_settings()
     dag_id=DAG_ID,
     # Not "@hourly": a bare cron string is a zero-width interval in Airflow 3.
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=SETTINGS.start_date,
     catchup=SETTINGS.catchup,  # on: an hour missed while the scheduler was down is still sent
-    max_active_runs=1,  # intervals are delivered in order
-    template_searchpath=[str(SETTINGS.sql_dir)],
-    default_args=default_args(SETTINGS),  # retries, failure alert (e-mail / Slack)
-    deadline=stuck_run_deadline(SETTINGS),  # alert on a run still unfinished after 2 h
     params={**batch_params(SETTINGS), **gate_params(SETTINGS)},
     tags=["services", "sync", "hourly"],
     doc_md=__doc__,
+    **hourly_dag_args(SETTINGS, source=SOURCE),  # one run at a time, retries, alerts
 )
 def services_requests_sync():
     """check_run_setup → gate → plan_batches → build_batches → post_batches[lanes] → record."""
 
     @task
-    def check_run_setup(
-        params=None,
-        logical_date=None,
-        data_interval_start=None,
-        data_interval_end=None,
-        dag_run=None,
-    ) -> str:
+    def check_run_setup(**context) -> str:
         """Fail fast, naming the fix, on a wrong interval, a missing connection or grant."""
-        return tasks.check_run_setup(
-            DAG_ID,
-            data_interval_start,
-            data_interval_end,
-            params,
-            logical_date=logical_date,
-            test_run=is_test_run(dag_run),
-        )
+        return run_setup.check_run_setup_from_context(DAG_ID, SOURCE, context)
 
     wait_for_open_transactions = SqlSensor(
         task_id="wait_for_open_transactions",
-        conn_id=SETTINGS.source_conn_id,
-        hook_params=source_hook_params(SETTINGS),  # session in SERVICES_SYNC_NAIVE_TIMEZONE
-        sql="services_sync/check_open_transactions.sql",
-        parameters={
-            "window_end": "{{ data_interval_end }}",
-            "clock_skew_s": SETTINGS.clock_skew.total_seconds(),
-            "unrelated_wait_s": "{{ params.unrelated_wait_s }}",
-        },
-        selector=list,
         success=tasks.commit_gate_open,
         failure=tasks.commit_gate_failed,
-        # Poke, not reschedule: a rescheduling sensor with retries can crash the scheduler in
-        # Airflow 3.3 (ForeignKeyViolation on task_reschedule_ti_fkey, apache/airflow#71923).
-        mode="poke",
-        poke_interval=SETTINGS.gate_poke_interval,
-        timeout=SETTINGS.max_open_transaction + SETTINGS.clock_skew + timedelta(minutes=10),
+        # Poke mode, bounded; old writers that never touched the table: up to this run's param.
+        **gate_args(SETTINGS, SOURCE, unrelated_wait_s="{{ params.unrelated_wait_s }}"),
     )
 
     plan_batches = SQLExecuteQueryOperator(
         task_id="plan_batches",
-        conn_id=SETTINGS.source_conn_id,
-        hook_params=source_hook_params(SETTINGS),  # session in SERVICES_SYNC_NAIVE_TIMEZONE
-        sql="services_sync/plan_batches.sql",
-        parameters={
-            "window_start": "{{ data_interval_start }}",
-            "window_end": "{{ data_interval_end }}",
-            "batch_size": "{{ params.batch_size }}",
-            "max_batch_bytes": "{{ params.max_batch_bytes }}",
-        },
         output_processor=tasks.keep_plan,  # the plan goes to the state DB, a summary to XCom
+        **plan_args(SETTINGS, SOURCE),
     )
 
     chain(
         check_run_setup(),
         wait_for_open_transactions,
         plan_batches,
-        *deliver_interval(DAG_ID, SETTINGS, "services_sync.query.tasks"),
+        *deliver_interval(DAG_ID, SETTINGS, SOURCE),
     )
 
 

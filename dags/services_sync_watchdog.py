@@ -28,7 +28,7 @@ from airflow.sdk import CronTriggerTimetable, dag, task
 
 from services_sync.core import watchdog
 from services_sync.core.config import load_settings
-from services_sync.dag_defaults import default_args
+from services_sync.dag_factory import default_args
 
 SETTINGS = load_settings()
 

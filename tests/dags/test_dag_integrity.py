@@ -22,6 +22,7 @@ from airflow.serialization.encoders import coerce_to_core_timetable
 from services_sync.core.ack import RetryableDeliveryError, TransientDeliveryFailure, check_ack
 from services_sync.core.alerts import SyncFailureNotifier
 from services_sync.core.config import load_settings
+from services_sync.mysql.capture import MYSQL_QUERY
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
@@ -372,4 +373,5 @@ def test_mysql_query_mode_reads_only_after_the_gate(dagbag):
     dag = dagbag.dags["services_requests_mysql_sync"]
     assert dag.max_active_runs == 1
     assert dag.get_task("plan_batches").upstream_task_ids == {"wait_for_open_transactions"}
-    assert dag.get_task("post_batches").partial_kwargs["source_dialect"] == "mysql"
+    # The lanes look up newer versions of what they send on the MySQL source.
+    assert dag.get_task("post_batches").partial_kwargs["source"] == MYSQL_QUERY

@@ -2,7 +2,7 @@
 
 Regression test for the DeadlineAlert crash of ``DAG.test()`` in Airflow 3.3.2 (``'dict'
 object has no attribute 'hex'`` at the end of a successful run): the suite used to switch the
-alert off and never saw it. See ``services_sync.dag_defaults.allow_dag_test``.
+alert off and never saw it. See ``services_sync.dag_factory.allow_dag_test``.
 """
 
 from __future__ import annotations

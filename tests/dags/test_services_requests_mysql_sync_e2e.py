@@ -135,7 +135,8 @@ def test_reconciliation_tells_a_late_commit_from_an_update_in_place(
 ):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from services_sync.mysql import tasks as mysql_tasks
+    from services_sync.mysql.capture import MYSQL_QUERY
+    from services_sync.query import tasks
 
     with mariadb_server.connect(mysql_db) as conn:
         insert_mysql_rows(conn, rows_for(H, 4, "Q"))
@@ -146,15 +147,16 @@ def test_reconciliation_tells_a_late_commit_from_an_update_in_place(
         "run_id": run.run_id,
         "data_interval_start": H,
         "data_interval_end": H + timedelta(hours=1),
+        "source": MYSQL_QUERY,
     }
     # Updated in place: same last_modified_date, another status. A warning, not a failure.
     with mariadb_server.connect(mysql_db) as conn, conn.cursor() as cur:
         cur.execute("UPDATE service_requests SET status_id = '5' WHERE request_id = 'Q-0001'")
-    result = mysql_tasks.reconcile_interval(**args)
+    result = tasks.reconcile_interval(**args)
     assert result["updated_in_place_rows"] == 1
     assert "Q-0001 (water)" in caplog.text and "status_id 2 -> 5" in caplog.text
     # A row committed into the hour after it was read (a clock behind the skew margin).
     with mariadb_server.connect(mysql_db) as conn:
         insert_mysql_rows(conn, [("water", "LATE-1", H, "1", H + timedelta(minutes=30))])
     with pytest.raises(AirflowFailException, match=r"1 row\(s\) in the interval were committed"):
-        mysql_tasks.reconcile_interval(**args)
+        tasks.reconcile_interval(**args)

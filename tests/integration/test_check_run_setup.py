@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from services_sync.query.tasks import check_run_setup
+from services_sync.query.run_setup import check_run_setup
 
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)
 PARAMS = {"batch_size": 1000}

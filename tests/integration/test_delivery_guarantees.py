@@ -18,6 +18,7 @@ from services_sync.core.db import connect
 from services_sync.core.payload import Interval, body_records, build_body, idempotency_key
 from services_sync.core.transform import transform_rows
 from services_sync.delivery.lanes import drop_superseded_records
+from services_sync.query.capture import POSTGRES_QUERY
 from services_sync.query.tasks import reconcile_interval
 
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)
@@ -101,11 +102,11 @@ def test_records_superseded_by_a_later_version_are_dropped_at_send_time(state_db
             " WHERE request_id = 'R002'",
             (H + timedelta(hours=1, minutes=5),),
         )
-    fresh, superseded = drop_superseded_records(body, batch, load_settings())
+    fresh, superseded = drop_superseded_records(body, batch, load_settings(), POSTGRES_QUERY)
     assert superseded == 1
     assert [r["request_id"] for r in body_records(fresh)] == ["R000", "R001", "R003", "R004"]
     # Stable: the same check on the refreshed body keeps it, and so its key, as it is.
-    assert drop_superseded_records(fresh, batch, load_settings()) == (fresh, 0)
+    assert drop_superseded_records(fresh, batch, load_settings(), POSTGRES_QUERY) == (fresh, 0)
 
 
 def test_a_record_whose_row_left_its_slice_without_a_newer_version_is_still_sent(state_db):
@@ -125,13 +126,13 @@ def test_a_record_whose_row_left_its_slice_without_a_newer_version_is_still_sent
             "UPDATE service_requests SET last_modified_date = %s WHERE request_id = 'R003'",
             (H + timedelta(hours=2),),
         )
-    fresh, superseded = drop_superseded_records(body, batch, load_settings())
+    fresh, superseded = drop_superseded_records(body, batch, load_settings(), POSTGRES_QUERY)
     assert superseded == 1
     assert [r["request_id"] for r in body_records(fresh)] == ["R000", "R001", "R002"]
 
     with psycopg.connect(state_db, autocommit=True) as conn:
         conn.execute("DELETE FROM service_requests")
-    assert drop_superseded_records(body, batch, load_settings()) == (body, 0)
+    assert drop_superseded_records(body, batch, load_settings(), POSTGRES_QUERY) == (body, 0)
 
 
 def test_a_newer_version_within_a_second_of_the_sent_one_is_not_mistaken_for_it(state_db):
@@ -145,12 +146,12 @@ def test_a_newer_version_within_a_second_of_the_sent_one_is_not_mistaken_for_it(
             "UPDATE service_requests SET last_modified_date = %s",
             (H + timedelta(minutes=5, microseconds=900_000),),
         )
-        assert drop_superseded_records(body, batch, load_settings()) == (body, 0)
+        assert drop_superseded_records(body, batch, load_settings(), POSTGRES_QUERY) == (body, 0)
         conn.execute(
             "UPDATE service_requests SET last_modified_date = %s",
             (H + timedelta(minutes=5, seconds=1),),
         )
-    assert drop_superseded_records(body, batch, load_settings()) == (None, 1)
+    assert drop_superseded_records(body, batch, load_settings(), POSTGRES_QUERY) == (None, 1)
 
 
 def send_lane(run_id: str, interval_start) -> dict:

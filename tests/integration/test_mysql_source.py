@@ -13,7 +13,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from devkit.seed import insert_mysql_rows
-from services_sync.core.config import load_settings
+from services_sync.core.config import load_settings, mysql_settings
 from services_sync.core.gate import GateReading, waiting_for
 from services_sync.core.payload import BatchBounds, Interval
 from services_sync.core.transform import transform_rows
@@ -34,7 +34,7 @@ def api(monkeypatch):
 
 @pytest.fixture
 def settings():
-    return mysql_tasks.settings_for_mysql(load_settings())
+    return mysql_settings(load_settings())
 
 
 def plan(conn, interval, batch_size, max_batch_bytes=1_000_000):
@@ -225,20 +225,18 @@ def test_setup_names_the_select_grant(mariadb_server, mysql_db, monkeypatch, set
 def test_setup_refuses_a_local_naive_zone_and_a_missing_client(
     mariadb_server, mysql_db, state_db, api, monkeypatch
 ):
-    madrid = mysql_tasks.settings_for_mysql(
-        load_settings({"SERVICES_SYNC_NAIVE_TIMEZONE": "Europe/Madrid"})
-    )
+    madrid = mysql_settings(load_settings({"SERVICES_SYNC_NAIVE_TIMEZONE": "Europe/Madrid"}))
     with pytest.raises(AirflowFailException, match="DATETIME columns must hold UTC"):
         mysql_tasks.check_source(madrid)
     uri = json.loads(mariadb_server.airflow_uri(mysql_db))
     uri["extra"] = {}
     monkeypatch.setenv("AIRFLOW_CONN_SERVICES_MYSQL_DB", json.dumps(uri))
     with pytest.raises(AirflowFailException, match='"client": "mysql-connector-python"'):
-        mysql_tasks.check_mysql_connections(mysql_tasks.settings_for_mysql(load_settings()))
+        mysql_tasks.check_mysql_connections(mysql_settings(load_settings()))
     uri["extra"], uri["schema"] = {"client": "mysql-connector-python"}, ""
     monkeypatch.setenv("AIRFLOW_CONN_SERVICES_MYSQL_DB", json.dumps(uri))
     with pytest.raises(AirflowFailException, match="names no database"):
-        mysql_tasks.check_mysql_connections(mysql_tasks.settings_for_mysql(load_settings()))
+        mysql_tasks.check_mysql_connections(mysql_settings(load_settings()))
 
 
 def test_newer_versions_finds_only_rows_that_moved_on(mariadb_server, mysql_db):

@@ -40,6 +40,7 @@ from services_sync.core.payload import (
 )
 from services_sync.core.retry import DeliveryRetryPolicy, connect_retry_args
 from services_sync.core.transform import format_identifier, format_timestamp
+from services_sync.delivery.capture import QuerySource
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,10 @@ class DeliveryLaneOperator(HttpOperator):
       once: the next try comes after the retry policy's backoff or ``Retry-After``, and the
       task log gets one line for it, not a traceback.
     * **413 splits** the body in halves, each sent with the key of its own content.
-    * **No stale overwrite** (``drop_superseded``, query mode): a batch of an interval older
-      than the newest one built is sent without the records whose source row changed since
-      (the newer version is, or will be, delivered by the later interval).
+    * **No stale overwrite** (query mode: ``source``, the table the DAG reads): a batch of an
+      interval older than the newest one built is sent without the records whose source row
+      changed since (the newer version is, or will be, delivered by the later interval). CDC
+      mode passes none: it delivers its windows one after the other, in commit order.
     """
 
     def __init__(
@@ -78,15 +80,13 @@ class DeliveryLaneOperator(HttpOperator):
         *,
         lane: int,
         lanes: int,
-        drop_superseded: bool = False,
-        source_dialect: str = "postgres",
+        source: QuerySource | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.lane = lane
         self.lanes = lanes
-        self.drop_superseded = drop_superseded
-        self.source_dialect = source_dialect
+        self.source = source
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Send every pending batch of this lane; return counts (the XCom is a few bytes)."""
@@ -121,11 +121,9 @@ class DeliveryLaneOperator(HttpOperator):
                 body, key = unpack_body(batch.stored_body), batch.key
                 # The stored gzip bytes go out as they are unless the body changes here.
                 stored: bytes | None = batch.stored_body
-                if self.drop_superseded and _later_interval_built(state, settings, batch):
+                if self.source is not None and _later_interval_built(state, settings, batch):
                     # Always from the stored body, so a retry computes the same result.
-                    kept, superseded = drop_superseded_records(
-                        body, batch, settings, self.source_dialect
-                    )
+                    kept, superseded = drop_superseded_records(body, batch, settings, self.source)
                     if superseded:
                         key = part_key(batch.key, kept) if kept else None
                         outbox.record_refreshed(
@@ -309,7 +307,7 @@ def lane_numbers(settings: Settings) -> list[int]:
 
 
 def drop_superseded_records(
-    body: str, batch: Any, settings: Settings, source_dialect: str = "postgres"
+    body: str, batch: Any, settings: Settings, source: QuerySource
 ) -> tuple[str | None, int]:
     """The body without the records whose source row has a newer version since it was built.
 
@@ -318,32 +316,21 @@ def drop_superseded_records(
     nothing newer can reach the receiver before it, and the body goes out exactly as built (same
     key on every retry). Reads the source rows in the batch's time span, then looks up by key
     only the records that left it: a record is dropped only when its row has a newer version.
-    ``source_dialect``: ``postgres`` (:mod:`services_sync.query.source`) or ``mysql``
-    (:mod:`services_sync.mysql.source`, on ``SERVICES_SYNC_MYSQL_SOURCE_CONN_ID``).
+    ``source``: the table the DAG reads (PostgreSQL or MySQL / MariaDB).
     """
-    if source_dialect == "mysql":
-        from services_sync.mysql import source
-        from services_sync.mysql.source import connect
-
-        conn_id = settings.mysql_source_conn_id
-    else:
-        from services_sync.core.db import connect  # type: ignore[assignment]
-        from services_sync.query import source
-
-        conn_id = settings.source_conn_id
-
+    reads = source.reads()
     records = body_records(body)
     stamps = [r["last_modified_date"] for r in records]
     start = max(batch.interval_start, _parse_utc(min(stamps)))
     end = min(batch.interval_end, _parse_utc(max(stamps)) + timedelta(seconds=1))
-    with connect(conn_id) as conn:
+    with source.connect(settings) as conn:
         current = {
             (
                 _safe_id(sid, "service_id"),
                 _safe_id(rid, "request_id"),
                 format_timestamp(lmd, "last_modified_date", settings.naive_timezone),
             )
-            for sid, rid, lmd in source.current_versions(conn, start, end)
+            for sid, rid, lmd in reads.current_versions(conn, start, end)
             if lmd is not None
         }
         moved = [
@@ -353,7 +340,7 @@ def drop_superseded_records(
         ]
         # Absent from the slice is not yet superseded (a deleted row, or a slice read in the
         # wrong zone would look the same): only a newer version of the key is.
-        newer = source.newer_versions(conn, moved)
+        newer = reads.newer_versions(conn, moved)
     kept = [r for r in records if (r["service_id"], r["request_id"]) not in newer]
     if len(kept) == len(records):
         return body, 0

@@ -1,10 +1,10 @@
 """What the MySQL / MariaDB query-mode DAG's tasks do that PostgreSQL's do not.
 
 Only the source side differs: the setup checks (client, grants, time-zone rule, the gate's
-``PROCESS`` privilege), the batch reader and the reconciliation's search for unexplained rows.
-Everything after the read (transform, quarantine, outbox, lanes, ledger, record) is query mode's
-own code in :mod:`services_sync.query.tasks`, handed these readers through its small interfaces
-(:data:`~services_sync.query.tasks.BatchReader`, :data:`~services_sync.query.tasks.LateRowFinder`).
+``PROCESS`` privilege), the gate's failure message and the reconciliation's search for
+unexplained rows. Everything else (plan, transform, quarantine, outbox, lanes, ledger, record,
+reconciliation) is query mode's own code in :mod:`services_sync.query.tasks`, which reaches
+these through :data:`services_sync.mysql.capture.MYSQL_QUERY`.
 
 The state (plans, ledger, outbox, quarantine) lives in PostgreSQL, ``SERVICES_SYNC_STATE_CONN_ID``
 (see README, *MySQL / MariaDB → Where the state lives*).
@@ -13,17 +13,15 @@ The state (plans, ledger, outbox, quarantine) lives in PostgreSQL, ``SERVICES_SY
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from services_sync.core.checks import HTTP_EXAMPLE, PG_EXAMPLE, connection_problems
-from services_sync.core.config import Settings, load_settings, mysql_settings
-from services_sync.core.gate import GateReading, fatal_problem
-from services_sync.core.payload import BatchBounds, Interval
+from services_sync.core.config import Settings
+from services_sync.delivery.capture import LateRows, RunBatches
+from services_sync.query import tasks as query_tasks
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +37,6 @@ _MYSQL_EXAMPLE = (
 #: MySQL error numbers the setup check turns into a fix.
 _NO_TABLE, _NO_COLUMN, _TABLE_DENIED, _NEEDS_PRIVILEGE = 1146, 1054, 1142, 1227
 _DATABASE_DENIED = 1044
-
-
-def settings_for_mysql(settings: Settings | None = None) -> Settings:
-    """The settings with ``source_conn_id`` pointed at the MySQL source."""
-    return mysql_settings(settings or load_settings())
 
 
 def check_mysql_connections(settings: Settings) -> None:
@@ -161,47 +154,15 @@ def check_gate_privilege(settings: Settings) -> None:
         raise
 
 
-def check_mysql_run_setup(
-    dag_id: str,
-    data_interval_start: datetime | None,
-    data_interval_end: datetime | None,
-    params: Mapping[str, Any],
-    settings: Settings | None = None,
-    *,
-    logical_date: datetime | None = None,
-    test_run: bool = False,
-) -> str:
-    """First task of the MySQL query-mode DAG: fail fast, with the fix; create the state tables."""
-    from services_sync.core.checks import ensure_state, require_batch_size, require_run_interval
-
-    settings = settings_for_mysql(settings)
-    interval = require_run_interval(
-        dag_id, logical_date, data_interval_start, data_interval_end, test_run=test_run
-    )
-    batch_size = require_batch_size(params)
+def check_mysql_source(settings: Settings) -> None:
+    """Fail, naming each fix: connections and client, the table, the time-zone rule, the gate."""
     check_mysql_connections(settings)
     check_source(settings)
     check_gate_privilege(settings)
-    ensure_state(settings)
-    log.info("Run set up for interval %s (batch size %d)", interval.label, batch_size)
-    return interval.label
 
 
-def mysql_batches(settings: Settings):
-    """The MySQL reader of planned batches (one consistent snapshot): a ``BatchReader``."""
-
-    @contextmanager
-    def read(interval: Interval, plan: Sequence[BatchBounds]) -> Iterator[Any]:
-        from services_sync.mysql import source as mysql_source
-
-        with mysql_source.connect(settings.mysql_source_conn_id) as conn:
-            yield mysql_source.read_planned_batches(conn, interval, plan)
-
-    return read
-
-
-def mysql_late_rows(settings: Settings, *, dag_id: str, run_id: str, limit: int = 1000):
-    """MySQL's late-row finder (a ``LateRowFinder``): rows now in the interval not sent as is.
+def find_late_rows(settings: Settings, run: RunBatches, limit: int = 1000) -> LateRows:
+    """Rows now in the run's interval that were not sent as they are (MySQL's late rows).
 
     InnoDB keeps no snapshot id to compare a row version with (PostgreSQL's ``xmin``), so each
     batch's key range is read again and compared with the records the batch sent (its stored
@@ -210,132 +171,62 @@ def mysql_late_rows(settings: Settings, *, dag_id: str, run_id: str, limit: int 
     update in place. Memory holds one batch. Needs the bodies: with
     ``SERVICES_SYNC_OUTBOX_RETENTION_H=0`` every row reads as unexplained.
     """
+    from services_sync.core import outbox, reconcile, state
+    from services_sync.core.db import connect
+    from services_sync.core.payload import body_records
+    from services_sync.core.transform import InvalidRow, json_safe_row, to_record
+    from services_sync.mysql import source as mysql_source
 
-    def find(interval: Interval, batches: list[dict[str, Any]]):
-        from services_sync.core import outbox, reconcile, state
-        from services_sync.core.db import connect
-        from services_sync.core.payload import body_records
-        from services_sync.core.transform import InvalidRow, json_safe_row, to_record
-        from services_sync.mysql import source as mysql_source
-
-        schema = settings.state_schema
-        ranges = [(b["batch_index"], b["lower_bound"], b["upper_bound"]) for b in batches] or [
-            (
-                None,
-                [mysql_source.utc_text(interval.start), "", ""],
-                [mysql_source.utc_text(interval.end), "", ""],
-            )
-        ]
-        total, found = 0, []
-        with (
-            mysql_source.connect(settings.mysql_source_conn_id) as src,
-            connect(settings.state_conn_id) as conn,
-        ):
-            for index, lower, upper in ranges:
-                rows = mysql_source.batch_rows(src, interval, lower, upper)
-                sent = (
-                    reconcile.sent_records(
-                        body_records(body)
-                        for _, body in outbox.batch_bodies(
-                            conn, schema, dag_id=dag_id, run_id=run_id, batch_indexes=[index]
-                        )
+    schema, interval, batches = settings.state_schema, run.interval, run.batches
+    ranges = [(b["batch_index"], b["lower_bound"], b["upper_bound"]) for b in batches] or [
+        (
+            None,
+            [mysql_source.utc_text(interval.start), "", ""],
+            [mysql_source.utc_text(interval.end), "", ""],
+        )
+    ]
+    total, found = 0, []
+    with (
+        mysql_source.connect(settings.mysql_source_conn_id) as src,
+        connect(settings.state_conn_id) as conn,
+    ):
+        for index, lower, upper in ranges:
+            rows = mysql_source.batch_rows(src, interval, lower, upper)
+            sent = (
+                reconcile.sent_records(
+                    body_records(body)
+                    for _, body in outbox.batch_bodies(
+                        conn, schema, dag_id=run.dag_id, run_id=run.run_id, batch_indexes=[index]
                     )
-                    if index is not None
-                    else {}
                 )
-                unsent = []
-                for row in rows:
-                    try:
-                        record = to_record(row, settings.naive_timezone)
-                    except InvalidRow:
-                        record = None
-                    key = reconcile.record_key(json_safe_row(row))
-                    if record is None or sent.get(key) != record:
-                        unsent.append(row)
-                quarantined = state.quarantined_fingerprints(
-                    conn,
-                    schema,
-                    dag_id=dag_id,
-                    interval_start=interval.start,
-                    fingerprints=[reconcile.fingerprint(row) for row in unsent],
-                )
-                for row in unsent:
-                    if reconcile.fingerprint(row) in quarantined:
-                        continue
-                    total += 1
-                    if len(found) < limit:
-                        found.append((index, tuple(row)))
-        return total, found
-
-    return find
-
-
-def build_batches(
-    *,
-    dag_id: str,
-    run_id: str,
-    data_interval_start: datetime | None,
-    data_interval_end: datetime | None,
-) -> dict[str, Any]:
-    """Query mode's build, reading the MySQL source."""
-    from services_sync.query import tasks
-
-    settings = settings_for_mysql()
-    return tasks.build_batches(
-        dag_id=dag_id,
-        run_id=run_id,
-        data_interval_start=data_interval_start,
-        data_interval_end=data_interval_end,
-        settings=settings,
-        reader=mysql_batches(settings),
-    )
-
-
-def reconcile_interval(
-    *,
-    dag_id: str,
-    run_id: str,
-    data_interval_start: datetime | None,
-    data_interval_end: datetime | None,
-) -> dict[str, Any]:
-    """Query mode's reconciliation, finding unexplained rows on the MySQL source."""
-    from services_sync.query import tasks
-
-    settings = settings_for_mysql()
-    return tasks.reconcile_interval(
-        dag_id=dag_id,
-        run_id=run_id,
-        data_interval_start=data_interval_start,
-        data_interval_end=data_interval_end,
-        settings=settings,
-        late_rows=mysql_late_rows(settings, dag_id=dag_id, run_id=run_id),
-    )
-
-
-def keep_plan(results: list[Any], descriptions: Any) -> list[dict[str, Any]]:
-    """``output_processor`` of the MySQL ``plan_batches``: query mode's, on the MySQL settings."""
-    from services_sync.query import tasks
-
-    return tasks.keep_plan(results, descriptions, settings=settings_for_mysql())
+                if index is not None
+                else {}
+            )
+            unsent = []
+            for row in rows:
+                try:
+                    record = to_record(row, settings.naive_timezone)
+                except InvalidRow:
+                    record = None
+                key = reconcile.record_key(json_safe_row(row))
+                if record is None or sent.get(key) != record:
+                    unsent.append(row)
+            quarantined = state.quarantined_fingerprints(
+                conn,
+                schema,
+                dag_id=run.dag_id,
+                interval_start=interval.start,
+                fingerprints=[reconcile.fingerprint(row) for row in unsent],
+            )
+            for row in unsent:
+                if reconcile.fingerprint(row) in quarantined:
+                    continue
+                total += 1
+                if len(found) < limit:
+                    found.append((index, tuple(row)))
+    return total, found
 
 
 def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> bool:
-    """``SqlSensor.failure`` of the MySQL gate: raise, naming ``KILL``, instead of waiting."""
-    settings = settings or load_settings()
-    if not settings.commit_gate:
-        return False
-    problem = fatal_problem(
-        GateReading.from_row(row), settings.max_open_transaction, end_command=MYSQL_END_COMMAND
-    )
-    if problem:
-        raise AirflowFailException(problem)
-    return False
-
-
-def utc_macro(value: datetime | None) -> str:
-    """Jinja macro ``mysql_utc``: an interval bound as MySQL compares it (UTC wall time)."""
-    from services_sync.mysql.source import utc_text
-
-    if value is None:
-        return ""
-    return utc_text(value)
+    """``SqlSensor.failure`` of the MySQL gate: query mode's, naming ``KILL`` as the fix."""
+    return query_tasks.commit_gate_failed(row, settings, end_command=MYSQL_END_COMMAND)

@@ -1,7 +1,9 @@
-"""What each task of the DAGs does: the DAG files call these one-liners.
+"""What each task of the query-mode DAGs does: the DAG files call these one-liners.
 
 Everything here runs inside a task (never at parse time), takes plain values from the task
-context and returns small, JSON-serialisable values for XCom.
+context and returns small, JSON-serialisable values for XCom. Both query-mode DAGs run the same
+functions: the source (PostgreSQL or MySQL / MariaDB) comes in as a
+:class:`~services_sync.delivery.capture.QuerySource`.
 
 DAG files import this module when they are parsed, so psycopg and the modules built on it
 (``source``, ``state``, ``db``) are imported inside the functions that use them: parsing stays
@@ -12,124 +14,30 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk.exceptions import (
-    AirflowFailException,
-)
+from airflow.sdk.exceptions import AirflowFailException
 
 from services_sync.core.checks import (
-    check_connections,
-    ensure_state,
-    first_line,
     log_quarantined,
-    require_batch_size,
     require_hourly_interval,
-    require_run_interval,
 )
-from services_sync.core.config import Settings, load_settings, source_hook_params
+from services_sync.core.config import Settings, load_settings
 from services_sync.core.gate import (
+    POSTGRES_END_COMMAND,
     GateReading,
     fatal_problem,
     unrelated_writers_ignored,
     waiting_for,
 )
-from services_sync.core.payload import (
-    BatchBounds,
-    Interval,
-    body_records,
-    build_body,
-    idempotency_key,
-)
+from services_sync.core.payload import body_records, build_body, idempotency_key
 from services_sync.core.transform import transform_rows
+from services_sync.delivery.capture import QuerySource, RunBatches
+from services_sync.query.capture import POSTGRES_QUERY
 
 log = logging.getLogger(__name__)
-
-
-def check_run_setup(
-    dag_id: str,
-    data_interval_start: datetime | None,
-    data_interval_end: datetime | None,
-    params: Mapping[str, Any],
-    settings: Settings | None = None,
-    *,
-    logical_date: datetime | None = None,
-    test_run: bool = False,
-) -> str:
-    """First task: fail fast, with the fix, on anything that would make the run useless.
-
-    Checks the data interval (one whole hour that agrees with the logical date), the params,
-    both connections and read access to the source table, then creates the state tables if
-    needed. Returns the interval label. ``test_run``: a ``dag.test()`` run (see
-    :func:`services_sync.core.payload.logical_date_problem`).
-    """
-    import psycopg
-
-    from services_sync.core.db import connect
-    from services_sync.query import source
-
-    settings = settings or load_settings()
-    interval = require_run_interval(
-        dag_id, logical_date, data_interval_start, data_interval_end, test_run=test_run
-    )
-    batch_size = require_batch_size(params)
-
-    check_connections(settings)
-
-    try:
-        with connect(settings.source_conn_id) as conn:
-            source.check_source_access(conn)
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-        raise AirflowFailException(
-            f"The source connection '{settings.source_conn_id}' does not see the table "
-            f"service_requests with the expected columns ({first_line(exc)}). Point the "
-            "connection at the right database, or set the schema with the connection extra "
-            '{"options": "-c search_path=<schema>"}.'
-        ) from None
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise AirflowFailException(
-            f"The role of connection '{settings.source_conn_id}' may not read service_requests "
-            f"({first_line(exc)}). Run: GRANT SELECT ON service_requests TO <that role>;"
-        ) from None
-
-    check_session_zone(settings)
-    ensure_state(settings)
-    log.info("Run set up for interval %s (batch size %d)", interval.label, batch_size)
-    return interval.label
-
-
-def check_session_zone(settings: Settings) -> None:
-    """Fail, naming the fix, if the SQL operators would select a naive column in another zone.
-
-    The operators' sessions get ``-c TimeZone=<naive zone>`` (``source_hook_params``), but an
-    ``options`` extra on the source connection replaces it: the plan would then select a
-    ``timestamp without time zone`` column in the server's zone, and the records would carry
-    instants of another hour. Opened the way the operators open it.
-    """
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    from services_sync.core.sql import load_sql
-
-    zone = settings.naive_timezone.key
-    hook = PostgresHook(postgres_conn_id=settings.source_conn_id, **source_hook_params(settings))
-    conn = hook.get_conn()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(load_sql("check_session_zone.sql"), {"zone": zone})
-            column_type, session_zone, zones_agree = cur.fetchone()
-    finally:
-        conn.close()
-    if column_type == "timestamp without time zone" and not zones_agree:
-        raise AirflowFailException(
-            f"service_requests.last_modified_date is a timestamp without time zone, read in "
-            f"SERVICES_SYNC_NAIVE_TIMEZONE={zone}, but the SQL operators' sessions on "
-            f"'{settings.source_conn_id}' run in {session_zone}: the 'options' extra of the "
-            f"connection replaces the session settings the DAG sets. Add -c TimeZone={zone} to "
-            f'it (e.g. {{"options": "-c search_path=<schema> -c TimeZone={zone}"}}).'
-        )
 
 
 def keep_plan(
@@ -174,46 +82,6 @@ def keep_plan(
     return [summary]
 
 
-#: Reads an interval's planned batches from the source, all in one snapshot:
-#: ``reader(interval, plan)`` is a context manager over ``(batch, rows, snapshot)`` triples.
-#: PostgreSQL's is :func:`postgres_batches`, MySQL's ``services_sync.mysql.tasks.mysql_batches``.
-BatchReader = Callable[
-    [Interval, Sequence[BatchBounds]],
-    AbstractContextManager[Iterable[tuple[BatchBounds, list[tuple], str | None]]],
-]
-
-#: Finds the rows now in an interval that its run's reads could not have sent:
-#: ``finder(interval, current_batches)`` returns ``(how many, [(batch_index, row), ...])``.
-LateRowFinder = Callable[[Interval, list[dict[str, Any]]], tuple[int, list[tuple[Any, tuple]]]]
-
-
-def postgres_batches(settings: Settings) -> BatchReader:
-    """The PostgreSQL reader of planned batches (one REPEATABLE READ snapshot)."""
-
-    @contextmanager
-    def read(interval: Interval, plan: Sequence[BatchBounds]) -> Iterator[Iterable]:
-        from services_sync.core.db import connect
-        from services_sync.query import source
-
-        with connect(settings.source_conn_id) as conn:
-            yield source.read_planned_batches(conn, interval, plan)
-
-    return read
-
-
-def postgres_late_rows(settings: Settings) -> LateRowFinder:
-    """PostgreSQL's late rows: those each batch's snapshot could not see (row ``xmin``)."""
-
-    def find(interval: Interval, batches: list[dict[str, Any]]):
-        from services_sync.core.db import connect
-        from services_sync.query import source
-
-        with connect(settings.source_conn_id) as conn:
-            return source.find_late_rows(conn, interval, batches)
-
-    return find
-
-
 def build_batches(
     *,
     dag_id: str,
@@ -221,7 +89,7 @@ def build_batches(
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     settings: Settings | None = None,
-    reader: BatchReader | None = None,
+    source: QuerySource = POSTGRES_QUERY,
 ) -> dict[str, Any]:
     """Read the interval batch by batch (one snapshot), transform, quarantine, fill the outbox.
 
@@ -234,14 +102,14 @@ def build_batches(
     from services_sync.core.db import connect
 
     settings = settings or load_settings()
-    reader = reader or postgres_batches(settings)
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     schema = settings.state_schema
     totals = outbox.BuildTotals()
     with connect(settings.state_conn_id) as conn:
         plan = outbox.stored_plan(conn, schema, dag_id=dag_id, interval=interval)
-    with reader(interval, plan) as batches, connect(settings.state_conn_id) as conn:
-        for planned, rows, snapshot in batches:
+    with source.connect(settings) as source_conn, connect(settings.state_conn_id) as conn:
+        reads = source.reads()
+        for planned, rows, snapshot in reads.read_planned_batches(source_conn, interval, plan):
             result = transform_rows(rows, settings.naive_timezone)
             body = build_body(result.records) if result.records else None
             state.quarantine_rows(
@@ -295,18 +163,23 @@ def build_batches(
     return {"interval": interval.label, **dataclasses.asdict(totals)}
 
 
-def commit_gate_failed(row: Sequence[Any], settings: Settings | None = None) -> bool:
+def commit_gate_failed(
+    row: Sequence[Any],
+    settings: Settings | None = None,
+    *,
+    end_command: str = POSTGRES_END_COMMAND,
+) -> bool:
     """``SqlSensor.failure`` of the late-commit gate: raise, naming the fix, instead of waiting.
 
     Fails (no retries) when the role cannot see other sessions or a transaction that has written
     ``service_requests`` and may still commit rows into the interval has been open past
     ``SERVICES_SYNC_MAX_OPEN_TRANSACTION_S``. Unrelated writers never fail it (see
-    :func:`commit_gate_open`).
+    :func:`commit_gate_open`). ``end_command``: how to end such a transaction on the source.
     """
     settings = settings or load_settings()
     if not settings.commit_gate:
         return False
-    problem = fatal_problem(GateReading.from_row(row), settings.max_open_transaction)
+    problem = fatal_problem(GateReading.from_row(row), settings.max_open_transaction, end_command)
     if problem:
         raise AirflowFailException(problem)
     return False
@@ -347,7 +220,7 @@ def reconcile_interval(
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     settings: Settings | None = None,
-    late_rows: LateRowFinder | None = None,
+    source: QuerySource = POSTGRES_QUERY,
 ) -> dict[str, Any]:
     """Last task: prove the interval was delivered whole, or fail loudly (no retries).
 
@@ -368,7 +241,6 @@ def reconcile_interval(
     from services_sync.core.db import connect
 
     settings = settings or load_settings()
-    late_rows = late_rows or postgres_late_rows(settings)
     schema = settings.state_schema
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     with connect(settings.state_conn_id) as conn:
@@ -395,7 +267,9 @@ def reconcile_interval(
         )
     late = reconcile.LateRows()
     if batches or not replaced:  # every batch replaced: the later build answers for the interval
-        total, found = late_rows(interval, batches)
+        total, found = source.find_late_rows(
+            settings, RunBatches(dag_id, run_id, interval, batches)
+        )
         if found:
             with connect(settings.state_conn_id) as conn:
                 quarantined = state.quarantined_fingerprints(
