@@ -165,7 +165,7 @@ def send_lane(run_id: str, interval_start) -> dict:
         task_id="post_batches",
         lane=0,
         lanes=1,
-        drop_superseded=True,
+        source=POSTGRES_QUERY,
         http_conn_id=settings.api_conn_id,
         endpoint=settings.endpoint,
         extra_options={"timeout": 5, "check_response": False},
