@@ -89,7 +89,7 @@ def airflow_env(
     The DAG's own settings are the benchmark's: the start date before every benchmark hour, no
     clock-skew wait (the hours are long past) and a 1 s gate poke. Everything else (lanes,
     batch size, the stuck-run DeadlineAlert, which ``dags test`` tolerates through
-    ``services_sync.dag_defaults.allow_dag_test``) is the DAG's default. ``gzip``: see
+    ``services_sync.dag_factory.allow_dag_test``) is the DAG's default. ``gzip``: see
     :func:`devkit.airflow_stack.api_connection`.
     """
     runtime = home / "run"

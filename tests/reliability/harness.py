@@ -136,7 +136,7 @@ def resume_run(
     scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     # Built like DAG.test() builds it, so its deadline holds serialized alerts, not the alert
     # ids a scheduler's DAG holds; a run cleared here has no queued_at (no deadline) anyway.
-    # See services_sync.dag_defaults.allow_dag_test.
+    # See services_sync.dag_factory.allow_dag_test.
     scheduler_dag.deadline = None
     session = settings.Session()
     try:

@@ -9,7 +9,7 @@ SQL dialect files in ``include/sql/services_sync/mysql``, through the mysql prov
 ``init_command``), whatever the server's ``time_zone``: a ``TIMESTAMP`` column is compared and
 returned in UTC, and a ``DATETIME`` column is taken to hold UTC (``UTC_TIMESTAMP(6)``, not
 ``NOW(6)``, on a server in another zone). A DATETIME in a local zone with daylight saving time
-cannot say which of two equal wall times it was; ``check_mysql_run_setup`` refuses a
+cannot say which of two equal wall times it was; ``check_run_setup`` refuses a
 ``SERVICES_SYNC_NAIVE_TIMEZONE`` other than UTC for a MySQL source.
 """
 
@@ -31,7 +31,7 @@ def connect(conn_id: str) -> Iterator[Any]:
     """A DB-API connection for a ``mysql`` Airflow Connection, session in UTC; closed after.
 
     Committed on success, rolled back on error. The client comes from the connection's
-    ``client`` extra (``mysql-connector-python``; ``check_mysql_run_setup`` names it).
+    ``client`` extra (``mysql-connector-python``; ``check_run_setup`` names it).
     """
     from airflow.providers.mysql.hooks.mysql import MySqlHook
 
