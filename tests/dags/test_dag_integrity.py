@@ -18,6 +18,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable, RetryAction
 from airflow.sdk.exceptions import ParamValidationError
 from airflow.serialization.encoders import coerce_to_core_timetable
+from airflow.serialization.serialized_objects import DagSerialization
 
 from services_sync.core.ack import RetryableDeliveryError, TransientDeliveryFailure, check_ack
 from services_sync.core.alerts import SyncFailureNotifier
@@ -182,6 +183,20 @@ def test_a_run_cannot_be_given_a_batch_size_it_cannot_use(dagbag, dag_id, name, 
     with pytest.raises(ParamValidationError):
         param.resolve(bad)
     assert copy.deepcopy(param).resolve(5_000) == 5_000
+
+
+def test_every_dag_serializes_alike_on_every_parse_and_survives_a_deepcopy(dagbag):
+    """The capture mode is an operator argument (``post_batches``' source).
+
+    The dag-processor stores a new DAG version whenever the serialized DAG changes, and an
+    argument it cannot encode is stored as its ``str``: an object whose ``repr`` held its
+    address would make every parse a new version.
+    """
+    again = DagBag(dag_folder=str(ROOT / "dags"))
+    for dag_id, dag in dagbag.dags.items():
+        serialized = DagSerialization.to_dict(dag)
+        assert serialized == DagSerialization.to_dict(again.dags[dag_id]), dag_id
+        assert DagSerialization.to_dict(copy.deepcopy(dag)) == serialized, dag_id
 
 
 _NO_SOCKETS = textwrap.dedent(
