@@ -30,7 +30,7 @@ from services_sync.core.payload import BatchBounds, Interval
 
 #: How many rows an interval holds that its run could not have sent, and the first of them as
 #: ``(batch_index of the batch whose range holds it, row)``.
-LateRows = tuple[int, list[tuple[int | None, tuple]]]
+LateRowsFound = tuple[int, list[tuple[int | None, tuple]]]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class QuerySource(Protocol):
         """Its reads on such a connection (the module is imported when this is called)."""
         ...
 
-    def find_late_rows(self, settings: Settings, run: RunBatches) -> LateRows:
+    def find_late_rows(self, settings: Settings, run: RunBatches) -> LateRowsFound:
         """The rows now in the run's interval that its reads could not have sent."""
         ...
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from services_sync.core.config import Settings, mysql_hook_params
-from services_sync.delivery.capture import ChangeTasks, LateRows, RunBatches, SourceReads
+from services_sync.delivery.capture import ChangeTasks, LateRowsFound, RunBatches, SourceReads
 from services_sync.mysql import source
 
 
@@ -61,7 +61,7 @@ class MySqlQuery:
         """:mod:`services_sync.mysql.source`: one consistent snapshot, none to keep."""
         return source
 
-    def find_late_rows(self, settings: Settings, run: RunBatches) -> LateRows:
+    def find_late_rows(self, settings: Settings, run: RunBatches) -> LateRowsFound:
         """Each batch's key range read again and compared with the body it sent."""
         from services_sync.mysql import tasks
 

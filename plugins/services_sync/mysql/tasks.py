@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from services_sync.core.checks import HTTP_EXAMPLE, PG_EXAMPLE, connection_problems
 from services_sync.core.config import Settings
-from services_sync.delivery.capture import LateRows, RunBatches
+from services_sync.delivery.capture import LateRowsFound, RunBatches
 from services_sync.query import tasks as query_tasks
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def check_mysql_source(settings: Settings) -> None:
     check_gate_privilege(settings)
 
 
-def find_late_rows(settings: Settings, run: RunBatches, limit: int = 1000) -> LateRows:
+def find_late_rows(settings: Settings, run: RunBatches, limit: int = 1000) -> LateRowsFound:
     """Rows now in the run's interval that were not sent as they are (MySQL's late rows).
 
     InnoDB keeps no snapshot id to compare a row version with (PostgreSQL's ``xmin``), so each

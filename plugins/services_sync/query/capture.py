@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from services_sync.core.config import Settings, source_hook_params
-from services_sync.delivery.capture import LateRows, RunBatches, SourceReads
+from services_sync.delivery.capture import LateRowsFound, RunBatches, SourceReads
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class PostgresQuery:
 
         return source
 
-    def find_late_rows(self, settings: Settings, run: RunBatches) -> LateRows:
+    def find_late_rows(self, settings: Settings, run: RunBatches) -> LateRowsFound:
         """The rows each batch's read snapshot could not see (row ``xmin``)."""
         from services_sync.query import source
 

@@ -96,7 +96,7 @@ def build_batches(
     Each planned batch is fetched on its own keyset range, so memory holds one batch, never the
     hour; its ledger row and gzip body are written in the build's one transaction, so the lanes
     never see half a build. Unsent batches that earlier runs built for this interval are
-    replaced by this build. Returns counts (XCom).
+    replaced by this build. ``source``: the table the DAG reads. Returns counts (XCom).
     """
     from services_sync.core import outbox, state
     from services_sync.core.db import connect
@@ -236,6 +236,8 @@ def reconcile_interval(
       (:mod:`services_sync.core.reconcile`): updated in place without touching
       ``last_modified_date`` is a warning naming the cause and the fix, not a failure; sent
       with the same content, or quarantined, needs nothing.
+
+    ``source`` (the table the DAG reads) finds the rows its reads could not have sent.
     """
     from services_sync.core import outbox, reconcile, state
     from services_sync.core.db import connect
