@@ -217,6 +217,11 @@ SECURITY_HEADERS = {
 }
 
 
+def _status_code(report: StatusReport) -> int:
+    """200, or 503 when the ledger could not be read (a retry may succeed)."""
+    return 200 if report.available else 503
+
+
 def create_app(
     report: Callable[[], StatusReport],
     *,
@@ -245,20 +250,12 @@ def create_app(
     @app.get("/", response_class=HTMLResponse)
     def status_page() -> HTMLResponse:
         result = report()
-        return HTMLResponse(
-            render_page(result),
-            status_code=200 if result.available else 503,
-            headers=SECURITY_HEADERS,
-        )
+        return HTMLResponse(render_page(result), _status_code(result), SECURITY_HEADERS)
 
     @app.get("/api/intervals")
     def status_intervals() -> JSONResponse:
         result = report()
-        return JSONResponse(
-            report_json(result),
-            status_code=200 if result.available else 503,
-            headers=SECURITY_HEADERS,
-        )
+        return JSONResponse(report_json(result), _status_code(result), SECURITY_HEADERS)
 
     @app.exception_handler(HTTPException)
     async def for_browsers(request: Request, exc: HTTPException) -> Any:
