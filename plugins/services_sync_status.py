@@ -1,7 +1,7 @@
 """Airflow UI plugin: the "Sync status" view of the services_requests_sync delivery ledger.
 
-How Airflow 3.3 wires it (the view lives in :mod:`services_sync.ui`:
-:mod:`~services_sync.ui.app` serves it):
+How Airflow 3.3 wires it (the view is :mod:`services_sync.ui`; its app comes from
+:func:`services_sync.ui.app.create_app`):
 
 * ``fastapi_apps``: ``airflow/api_fastapi/app.py`` ``init_plugins()`` mounts each entry's
   ``app`` on the API server at its ``url_prefix`` (any prefix but the reserved ``/api/v2``,
