@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services_sync.core.state import ensure_state_tables
-from services_sync.ui import status
+from services_sync.ui import app, queries
+from services_sync.ui.model import DAG_ID
 from tests.status_ledger import (
     BAD_DEPLOY,
     FAILED,
@@ -33,7 +34,7 @@ def ledger(source_db):
 
 def _client() -> TestClient:
     # Ledger only: the test process has no Airflow runs (tests/operate covers them).
-    return TestClient(status.create_app(lambda: status.load_report(runs=None)))
+    return TestClient(app.create_app(lambda: app.load_report(runs=None)))
 
 
 def test_json_matches_the_ledger(ledger):
@@ -119,7 +120,7 @@ def test_the_view_reads_what_the_dag_writes(source_db):
                     lower_bound=[],
                     upper_bound=[],
                 ),
-                dag_id=status.DAG_ID,
+                dag_id=DAG_ID,
                 run_id="scheduled__w",
                 interval=interval,
             )
@@ -127,7 +128,7 @@ def test_the_view_reads_what_the_dag_writes(source_db):
                 conn,
                 "services_sync",
                 outbox.PendingBatch(
-                    status.DAG_ID, "scheduled__w", index, start, NEWEST_END, None, f"k{index}", b""
+                    DAG_ID, "scheduled__w", index, start, NEWEST_END, None, f"k{index}", b""
                 ),
                 acks=[{"status": 201, "accepted": records, "duplicate": index == 1}],
                 attempts=2,
@@ -136,7 +137,7 @@ def test_the_view_reads_what_the_dag_writes(source_db):
         state.record_run(
             conn,
             "services_sync",
-            dag_id=status.DAG_ID,
+            dag_id=DAG_ID,
             run_id="scheduled__w",
             interval_start=interval.start,
             interval_end=interval.end,
@@ -190,7 +191,7 @@ def test_stale_batches_of_a_rebuilt_smaller_plan_are_not_counted(source_db):
                 "body_bytes, built_at, http_status, accepted, duplicate, attempts, acked_at) "
                 "VALUES (%s, %s, %s, %s, %s, 10, 0, 10, 100, %s, 201, 10, false, 1, %s)",
                 (
-                    status.DAG_ID,
+                    DAG_ID,
                     run_id,
                     index,
                     start,
@@ -205,7 +206,7 @@ def test_stale_batches_of_a_rebuilt_smaller_plan_are_not_counted(source_db):
             "interval_end, rows_extracted, batches, batches_posted, rows_sent, "
             "rows_quarantined, duplicates, finished_at) "
             "VALUES (%s, %s, %s, %s, 10, 1, 1, 10, 0, 0, %s)",
-            (status.DAG_ID, run_id, start, NEWEST_END, start + timedelta(hours=3)),
+            (DAG_ID, run_id, start, NEWEST_END, start + timedelta(hours=3)),
         )
     [item] = _client().get("/api/intervals").json()["intervals"]
     assert (item["batches"], item["rows_delivered"], item["status"]) == (1, 10, "delivered")
@@ -214,17 +215,17 @@ def test_stale_batches_of_a_rebuilt_smaller_plan_are_not_counted(source_db):
 
 def test_the_view_reads_only_and_with_bind_parameters(ledger):
     with (
-        status.open_read_only("services_source_db") as conn,
+        app.open_read_only("services_source_db") as conn,
         pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
     ):
         conn.execute("CREATE TABLE services_sync.nope (id int)")
-    with status.open_read_only("services_source_db") as conn:
+    with app.open_read_only("services_source_db") as conn:
         assert conn.execute("SHOW transaction_read_only").fetchone() == ("on",)
         assert conn.execute("SHOW TimeZone").fetchone() == ("UTC",)
         assert conn.execute("SHOW statement_timeout").fetchone() == ("10s",)
-        rows = status.fetch_interval_rows(conn, "services_sync")
+        rows = queries.fetch_interval_rows(conn, "services_sync")
     assert len(rows) == 48
-    text = status.state_sql("status_intervals.sql", "services_sync").as_string(None)
+    text = queries.status_intervals_sql("services_sync").as_string(None)
     assert "%(dag_id)s" in text and "%(window_hours)s" in text
     assert '"services_sync".delivery_ledger' in text
 
@@ -277,8 +278,8 @@ def test_airflow_loads_the_plugin_and_its_nav_entry():
     assert view["destination"] == "nav"
     assert view["name"] == "Sync status"
     assert view["icon"].startswith("data:image/svg+xml;base64,")
-    app, *others = plugin.fastapi_apps
-    assert app["url_prefix"] == "/services-sync"
+    mounted, *others = plugin.fastapi_apps
+    assert mounted["url_prefix"] == "/services-sync"
     # The other DAGs (CDC, MySQL / MariaDB) each have a view of their own.
     assert [a["url_prefix"] for a in others] == [
         "/services-sync-cdc",
@@ -291,7 +292,7 @@ def test_airflow_loads_the_plugin_and_its_nav_entry():
     }
 
     # Airflow's authentication guards the mounted app: no token, no ledger.
-    client = TestClient(app["app"])
+    client = TestClient(mounted["app"])
     response = client.get("/api/intervals")
     assert response.status_code == 401
     assert "intervals" not in response.json()
@@ -336,7 +337,7 @@ def test_airflow_runs_reads_states_and_failed_tasks_from_the_metadata_db(airflow
             ],
         )  # fmt: skip
 
-    found = status.airflow_runs(dag_id, ["scheduled__0"], window=2)
+    found = queries.airflow_runs(dag_id, ["scheduled__0"], window=2)
     # The ledger's run, and the two latest by interval.
     assert set(found) == {"scheduled__0", "scheduled__2", "scheduled__3"}
     assert found["scheduled__0"].state == "success"
@@ -344,6 +345,6 @@ def test_airflow_runs_reads_states_and_failed_tasks_from_the_metadata_db(airflow
     assert found["scheduled__3"].interval_start == start + timedelta(hours=3)
     assert found["scheduled__2"].failed_tasks == ("wait_for_open_transactions (try 1)",)
 
-    found = status.airflow_runs(dag_id, ["scheduled__1"], window=0)
+    found = queries.airflow_runs(dag_id, ["scheduled__1"], window=0)
     assert found["scheduled__1"].failed_tasks == ("post_batches lane 3 (try 21)",)
     assert found["scheduled__1"].queued_at == start + timedelta(hours=2)
