@@ -62,6 +62,7 @@ def build_app(dag_id: str = status_app.DAG_ID) -> Any:
             Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=dag_id))
         ],
         login_url=lambda next_url: get_auth_manager().get_url_login(next_url=next_url),
+        dag_id=dag_id,
     )
 
 

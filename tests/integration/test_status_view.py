@@ -156,6 +156,62 @@ def test_the_view_reads_what_the_dag_writes(source_db):
     assert (item["rows_extracted"], item["rows_delivered"], item["rows_quarantined"]) == (8, 7, 1)
     assert item["duplicates_avoided"] == 1
     assert item["delivery_lag_s"] == pytest.approx((acked_at - NEWEST_END).total_seconds())
+    assert item["lanes"] == [
+        {"lane": 0, "batches": 1, "acked": 1},
+        {"lane": 1, "batches": 1, "acked": 1},
+    ]
+    assert item["drained_batches"] == 0
+
+
+def test_a_failed_run_whose_batches_a_later_run_sent_is_delivered(source_db):
+    """An outage outlasts a run's retries; the next run's lanes drain its batches first."""
+    from services_sync.core import outbox
+    from services_sync.core.payload import Interval, build_body
+    from services_sync.ui.model import RunInfo
+
+    start = NEWEST_END - timedelta(hours=1)
+    with psycopg.connect(source_db) as conn:
+        ensure_state_tables(conn, "services_sync")
+        for index in (0, 1, 2):
+            outbox.store_batch(
+                conn,
+                "services_sync",
+                outbox.BuiltBatch(
+                    batch_index=index,
+                    lane=index % 2,
+                    rows_extracted=2,
+                    rows_quarantined=0,
+                    records=2,
+                    body=build_body([{"request_id": f"{index}-{i}"} for i in range(2)]),
+                    key=f"k{index}",
+                    lower_bound=[],
+                    upper_bound=[],
+                ),
+                dag_id=DAG_ID,
+                run_id="scheduled__failed",
+                interval=Interval(start, NEWEST_END),
+            )
+            outbox.record_ack(
+                conn,
+                "services_sync",
+                outbox.PendingBatch(
+                    DAG_ID, "scheduled__failed", index, start, NEWEST_END, None, f"k{index}", b""
+                ),
+                acks=[{"status": 201, "accepted": 2, "duplicate": False}],
+                attempts=1,
+                # The failed run's own lane got batch 0 through; the next run sent the rest.
+                delivered_by_run="scheduled__failed" if index == 0 else "scheduled__next",
+            )  # fmt: skip
+
+    def failed(dag_id, run_ids, window):
+        return {r: RunInfo(r, "failed", failed_tasks=("post_batches lane 2",)) for r in run_ids}
+
+    report = app.load_report(runs=failed)
+    [item] = report.intervals
+    assert item.status == "delivered"
+    assert item.drained_batches == 2
+    assert item.lanes == ((0, 2, 2), (1, 1, 1))
+    assert "2 batch(es) delivered by a later run" in (item.last_error or "")
 
 
 def test_a_window_reaches_back_from_the_newest_interval(source_db):

@@ -65,10 +65,13 @@ VIEWS = {
 #: one that does not answer must not hold an API server thread for minutes.
 CONNECT_TIMEOUT_S = 5
 
-_HTTP_HINTS = {
-    401: "Sign in to Airflow, then open Sync status again.",
-    403: f"Reading the sync status needs permission to read the runs of DAG {DAG_ID}.",
-}
+
+def _http_hint(status_code: int, dag_id: str) -> str | None:
+    if status_code == 401:
+        return "Sign in to Airflow, then open Sync status again."
+    if status_code == 403:
+        return f"Reading the sync status needs permission to read the runs of DAG {dag_id}."
+    return None
 
 
 @cache
@@ -227,8 +230,9 @@ def create_app(
     *,
     dependencies: Sequence[Any] = (),
     login_url: Callable[[str], str] | None = None,
+    dag_id: str = DAG_ID,
 ) -> Any:
-    """The FastAPI app: ``/`` (HTML page) and ``/api/intervals`` (JSON).
+    """The FastAPI app of DAG ``dag_id``'s view: ``/`` (HTML page) and ``/api/intervals`` (JSON).
 
     ``dependencies`` guard both routes (the plugin passes Airflow's DAG read permission);
     ``login_url(next_url)`` is where a browser without a session is sent (an API client gets
@@ -264,7 +268,7 @@ def create_app(
         if exc.status_code == 401 and login_url is not None:
             return RedirectResponse(login_url(str(request.url)), status_code=303)
         return HTMLResponse(
-            render_message(f"{exc.status_code}: {exc.detail}", _HTTP_HINTS.get(exc.status_code)),
+            render_message(f"{exc.status_code}: {exc.detail}", _http_hint(exc.status_code, dag_id)),
             status_code=exc.status_code,
             headers=SECURITY_HEADERS,
         )

@@ -152,3 +152,18 @@ def test_browsers_get_an_html_message_for_other_errors():
     assert "403: Forbidden" in page.text
     assert "permission to read the runs of DAG services_requests_sync" in page.text
     assert client.get("/api/intervals").json() == {"detail": "Forbidden"}
+
+
+def test_the_permission_hint_names_the_dag_of_the_view():
+    from fastapi import Depends, HTTPException
+
+    def forbid():
+        raise HTTPException(403, "Forbidden")
+
+    client = TestClient(
+        app.create_app(
+            lambda: report(()), dependencies=[Depends(forbid)], dag_id="services_requests_cdc"
+        )
+    )
+    page = client.get("/", headers={"Accept": "text/html"})
+    assert "permission to read the runs of DAG services_requests_cdc." in page.text
