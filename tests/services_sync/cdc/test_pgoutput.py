@@ -8,8 +8,7 @@ same decoder against a real server.
 from __future__ import annotations
 
 import struct
-from datetime import UTC, date, datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
