@@ -14,8 +14,8 @@ Nothing needs to run beforehand; on a fresh machine the demo:
 2. starts a throwaway PostgreSQL cluster from the bundled binaries (``.demo/pg``) with a
    database ``services``, or uses ``SOURCE_DB_URL`` if set (see below);
 3. seeds ``service_requests`` with :func:`devkit.seed.demo_changes` for ``N`` hours (default 3,
-   or ``DEMO_HOURS``) from the fixed hour :data:`FIRST_HOUR`, so every demo shows the same data,
-   including three malformed legacy rows the pipeline must quarantine;
+   or ``DEMO_HOURS``) from the fixed hour :data:`~devkit.demo.services.FIRST_HOUR`, so every
+   demo shows the same data, including three malformed legacy rows the pipeline must quarantine;
 4. starts the reference receiver (:class:`devkit.receiver.ReceiverServer`) on a free loopback
    port and defines the connections ``services_source_db`` and ``services_api`` as
    ``AIRFLOW_CONN_*`` environment variables;
@@ -28,6 +28,9 @@ Nothing needs to run beforehand; on a fresh machine the demo:
    quarantined rows with their reasons, the receiver's totals and one delivered record;
 7. cleans up in all cases, Ctrl-C and SIGTERM included: stops the receiver, stops the embedded
    cluster and deletes its data (``.demo/`` keeps the logs, including ``postgres.log``).
+
+Setup, exit statuses and cleanup are :mod:`devkit.demo.services`'s, the runs
+:mod:`devkit.demo.airflow_runs`'s, the report :mod:`devkit.demo.report`'s.
 
 The exit status is honest: 0 only if every run succeeded and, for every interval, the rows
 sent, the rows acknowledged and the records at the receiver agree; 1 otherwise; 2 if the demo
