@@ -42,11 +42,11 @@ demo: $(STAMP) ## Run the DAG for a few hours on an embedded PostgreSQL and the 
 	$(BIN)/python -m devkit.demo
 
 demo-cdc: $(STAMP) ## The CDC DAG (logical decoding): snapshot, inserts/updates/deletes, a late commit
-	$(BIN)/python -m devkit.demo_cdc
+	$(BIN)/python -m devkit.demo.cdc
 
 demo-mysql: $(STAMP) ## Both MySQL DAGs on a MariaDB the demo starts: query mode, binlog CDC, deletes, a late commit
 	devkit/ensure-os-packages mariadb
-	$(BIN)/python -m devkit.demo_mysql
+	$(BIN)/python -m devkit.demo.mysql
 
 cdc-setup: $(STAMP) ## Create the CDC publication and slot on the source (AIRFLOW_CONN_SERVICES_SOURCE_DB)
 	PYTHONPATH=plugins $(BIN)/python -m services_sync.cdc.setup

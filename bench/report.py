@@ -791,7 +791,7 @@ def _production_section(results: dict[str, Any]) -> str:
     return (
         _table(headers, rows, {0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
         + "\n\nA scheduler, a dag-processor and an api-server (LocalExecutor, parallelism 4, "
-        "forkserver; `devkit/airflow_stack.py`) on a PostgreSQL metadata DB, started "
+        "forkserver; `devkit/airflow_stack/`) on a PostgreSQL metadata DB, started "
         + (f"in {start:.0f} s " if start else "")
         + "before and stopped after its runs, nothing else measured meanwhile; one "
         "`airflow backfill create --from-date H --to-date H --max-active-runs 1` per row, H a "

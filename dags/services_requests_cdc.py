@@ -46,7 +46,7 @@ from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 
 # services_sync.cdc.tasks is imported inside each task: it pulls in psycopg and the pgoutput
 # decoder, which parsing this file does not need.
-from services_sync.cdc.capture import POSTGRES_CDC
+from services_sync.cdc.mode import POSTGRES_CDC
 from services_sync.core.config import load_settings
 from services_sync.dag_factory import allow_dag_test, deliver_window, hourly_dag_args, window_params
 

@@ -36,7 +36,7 @@ from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 # psycopg, which parsing this file does not need.
 from services_sync.core.config import load_settings
 from services_sync.dag_factory import allow_dag_test, deliver_window, hourly_dag_args, window_params
-from services_sync.mysql.capture import MYSQL_BINLOG
+from services_sync.mysql.mode import MYSQL_BINLOG
 
 DAG_ID = "services_requests_mysql_cdc"
 SETTINGS = load_settings()

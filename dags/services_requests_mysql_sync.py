@@ -41,7 +41,7 @@ from services_sync.dag_factory import (
     plan_args,
 )
 from services_sync.mysql import tasks as mysql_tasks
-from services_sync.mysql.capture import MYSQL_QUERY as SOURCE
+from services_sync.mysql.mode import MYSQL_QUERY as SOURCE
 from services_sync.query import run_setup, tasks
 
 DAG_ID = "services_requests_mysql_sync"

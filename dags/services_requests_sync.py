@@ -63,7 +63,7 @@ from services_sync.dag_factory import (
     plan_args,
 )
 from services_sync.query import run_setup, tasks
-from services_sync.query.capture import POSTGRES_QUERY as SOURCE
+from services_sync.query.mode import POSTGRES_QUERY as SOURCE
 
 DAG_ID = "services_requests_sync"
 SETTINGS = load_settings()

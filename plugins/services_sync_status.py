@@ -1,6 +1,7 @@
 """Airflow UI plugin: the "Sync status" view of the services_requests_sync delivery ledger.
 
-How Airflow 3.3 wires it (the logic lives in :mod:`services_sync.ui.status`):
+How Airflow 3.3 wires it (the view is :mod:`services_sync.ui`; its app comes from
+:func:`services_sync.ui.app.create_app`):
 
 * ``fastapi_apps``: ``airflow/api_fastapi/app.py`` ``init_plugins()`` mounts each entry's
   ``app`` on the API server at its ``url_prefix`` (any prefix but the reserved ``/api/v2``,
@@ -30,7 +31,7 @@ from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 from services_sync.core.deadlines import RunQueuedAt
-from services_sync.ui import status
+from services_sync.ui import app as status_app
 
 
 def _icon(color: str) -> str:
@@ -42,25 +43,26 @@ def _icon(color: str) -> str:
     return "data:image/svg+xml;base64," + b64encode(svg.encode()).decode()
 
 
-def _href(prefix: str = status.URL_PREFIX) -> str:
+def _href(prefix: str = status_app.URL_PREFIX) -> str:
     # The iframe's src, relative to the UI's origin: under [api] base_url's path, if any.
     root = urlsplit(conf.get("api", "base_url", fallback="") or "/").path.rstrip("/")
     return f"{root}{prefix}/"
 
 
-def build_app(dag_id: str = status.DAG_ID) -> Any:
+def build_app(dag_id: str = status_app.DAG_ID) -> Any:
     """The status app of one DAG, with Airflow's authentication and its read permission."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
     from fastapi import Depends
 
-    return status.create_app(
-        lambda: status.load_report(dag_id=dag_id),
+    return status_app.create_app(
+        lambda: status_app.load_report(dag_id=dag_id),
         dependencies=[
             Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=dag_id))
         ],
         login_url=lambda next_url: get_auth_manager().get_url_login(next_url=next_url),
+        dag_id=dag_id,
     )
 
 
@@ -79,11 +81,11 @@ class ServicesSyncStatusPlugin(AirflowPlugin):
             "href": _href(prefix),
             "url_route": route,
             "destination": "nav",
-            "nav_top_level": dag_id == status.DAG_ID,  # the others under "Plugins"
+            "nav_top_level": dag_id == status_app.DAG_ID,  # the others under "Plugins"
             "icon": _icon("#718096"),
             "icon_dark_mode": _icon("#e2e8f0"),
         }
-        for dag_id, (prefix, name, route) in status.VIEWS.items()
+        for dag_id, (prefix, name, route) in status_app.VIEWS.items()
     ]
 
     @cached_property
@@ -91,5 +93,5 @@ class ServicesSyncStatusPlugin(AirflowPlugin):
         """Built on first access (API server only), not at import: one app per DAG."""
         return [
             {"app": build_app(dag_id), "url_prefix": prefix, "name": name}
-            for dag_id, (prefix, name, _) in status.VIEWS.items()
+            for dag_id, (prefix, name, _) in status_app.VIEWS.items()
         ]

@@ -1,14 +1,21 @@
-"""services_sync: hourly change-sync of PostgreSQL service requests to an HTTP API.
+"""services_sync: hourly change-sync of service requests to an HTTP API.
 
-The package is deliberately split in two layers:
+One room per concern, so a newcomer can find their way:
 
-* pure modules (`config`, `transform`, `payload`, `delivery`) with no Airflow import, unit-tested
-  on their own;
-* Airflow-facing modules (`source`, `state`, `tasks`, `retry`) that the thin DAG files call,
-  and `status`, the sync status view that the UI plugin ``plugins/services_sync_status.py``
-  serves from the API server.
+* ``core``: what every capture mode shares. Settings (``config``), the contract transform
+  (``transform``), bodies, plans and idempotency keys (``payload``), how an answer is judged
+  (``ack``) and retried (``retry``), alerts and the watchdog, the state tables and the delivery
+  buffer (``state``, ``outbox``), the late-commit gate and the reconciliation rules, and the
+  checks every DAG's first task runs (``checks``).
+* One subpackage per capture mode: ``query`` (a PostgreSQL table read by ``last_modified_date``
+  per hour), ``cdc`` (PostgreSQL logical decoding), ``mysql`` (MySQL / MariaDB: query mode and
+  binlog CDC). A mode's job ends when its batches are in the outbox.
+* ``delivery``: the ``HttpOperator`` lanes that POST the outbox and ``record_delivery``.
+* ``ui``: the *Sync status* view the Airflow plugin ``plugins/services_sync_status.py`` serves.
 
-It lives in ``plugins/`` so every Airflow component (dag-processor, scheduler, workers) has it on
-``sys.path``; ``plugins/.airflowignore`` keeps Airflow's plugin loader from importing its modules
-one by one as top-level plugins.
+Modules marked *pure* import neither Airflow nor a database driver and are unit-tested alone.
+
+The package lives in ``plugins/`` so every Airflow component (dag-processor, scheduler, workers,
+API server) has it on ``sys.path``; ``plugins/.airflowignore`` keeps Airflow's plugin loader from
+importing its modules one by one as top-level plugins.
 """

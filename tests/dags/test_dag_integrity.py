@@ -23,7 +23,7 @@ from airflow.serialization.serialized_objects import DagSerialization
 from services_sync.core.ack import RetryableDeliveryError, TransientDeliveryFailure, check_ack
 from services_sync.core.alerts import SyncFailureNotifier
 from services_sync.core.config import load_settings
-from services_sync.mysql.capture import MYSQL_QUERY
+from services_sync.mysql.mode import MYSQL_QUERY
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))

@@ -101,9 +101,9 @@ def test_two_intervals_deliver_exactly_their_records_and_quarantine_bad_rows(
     assert runs == [(DAG_ID, H, 10, 8, 2), (DAG_ID, H + timedelta(hours=1), 5, 5, 0)]
 
     # The status view of this DAG reads the same PostgreSQL ledger.
-    from services_sync.ui import status
+    from services_sync.ui.app import load_report
 
-    report = status.load_report(dag_id=DAG_ID, now=H + timedelta(hours=3))
+    report = load_report(dag_id=DAG_ID, now=H + timedelta(hours=3))
     delivered = {
         i.interval_start: (i.status, i.rows_delivered, i.rows_quarantined)
         for i in report.intervals
@@ -135,7 +135,7 @@ def test_reconciliation_tells_a_late_commit_from_an_update_in_place(
 ):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from services_sync.mysql.capture import MYSQL_QUERY
+    from services_sync.mysql.mode import MYSQL_QUERY
     from services_sync.query import tasks
 
     with mariadb_server.connect(mysql_db) as conn:

@@ -80,7 +80,7 @@ def test_cdc_demo_streams_snapshot_changes_deletes_and_a_late_commit(tmp_path):
     workdir = tmp_path / "demo-cdc"
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DB_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "devkit.demo_cdc", "--workdir", str(workdir)],
+        [sys.executable, "-m", "devkit.demo.cdc", "--workdir", str(workdir)],
         cwd=ROOT,
         env={**env, "PYTHONIOENCODING": "utf-8"},
         capture_output=True,
@@ -112,7 +112,7 @@ def test_mysql_demo_runs_both_modes_on_its_own_mariadb(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env["PYTHONIOENCODING"] = "utf-8"
     result = subprocess.run(
-        [sys.executable, "-m", "devkit.demo_mysql", "--workdir", str(workdir)],
+        [sys.executable, "-m", "devkit.demo.mysql", "--workdir", str(workdir)],
         cwd=ROOT,
         env=env,
         capture_output=True,

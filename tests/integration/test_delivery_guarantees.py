@@ -18,7 +18,7 @@ from services_sync.core.db import connect
 from services_sync.core.payload import Interval, body_records, build_body, idempotency_key
 from services_sync.core.transform import transform_rows
 from services_sync.delivery.lanes import drop_superseded_records
-from services_sync.query.capture import POSTGRES_QUERY
+from services_sync.query.mode import POSTGRES_QUERY
 from services_sync.query.tasks import reconcile_interval
 
 H = datetime(2025, 5, 14, 10, tzinfo=UTC)

@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services_sync.core.state import ensure_state_tables
-from services_sync.ui import status
+from services_sync.ui import app, queries
+from services_sync.ui.model import DAG_ID
 from tests.status_ledger import (
     BAD_DEPLOY,
     FAILED,
@@ -33,7 +34,7 @@ def ledger(source_db):
 
 def _client() -> TestClient:
     # Ledger only: the test process has no Airflow runs (tests/operate covers them).
-    return TestClient(status.create_app(lambda: status.load_report(runs=None)))
+    return TestClient(app.create_app(lambda: app.load_report(runs=None)))
 
 
 def test_json_matches_the_ledger(ledger):
@@ -119,7 +120,7 @@ def test_the_view_reads_what_the_dag_writes(source_db):
                     lower_bound=[],
                     upper_bound=[],
                 ),
-                dag_id=status.DAG_ID,
+                dag_id=DAG_ID,
                 run_id="scheduled__w",
                 interval=interval,
             )
@@ -127,7 +128,7 @@ def test_the_view_reads_what_the_dag_writes(source_db):
                 conn,
                 "services_sync",
                 outbox.PendingBatch(
-                    status.DAG_ID, "scheduled__w", index, start, NEWEST_END, None, f"k{index}", b""
+                    DAG_ID, "scheduled__w", index, start, NEWEST_END, None, f"k{index}", b""
                 ),
                 acks=[{"status": 201, "accepted": records, "duplicate": index == 1}],
                 attempts=2,
@@ -136,7 +137,7 @@ def test_the_view_reads_what_the_dag_writes(source_db):
         state.record_run(
             conn,
             "services_sync",
-            dag_id=status.DAG_ID,
+            dag_id=DAG_ID,
             run_id="scheduled__w",
             interval_start=interval.start,
             interval_end=interval.end,
@@ -155,6 +156,62 @@ def test_the_view_reads_what_the_dag_writes(source_db):
     assert (item["rows_extracted"], item["rows_delivered"], item["rows_quarantined"]) == (8, 7, 1)
     assert item["duplicates_avoided"] == 1
     assert item["delivery_lag_s"] == pytest.approx((acked_at - NEWEST_END).total_seconds())
+    assert item["lanes"] == [
+        {"lane": 0, "batches": 1, "acked": 1},
+        {"lane": 1, "batches": 1, "acked": 1},
+    ]
+    assert item["drained_batches"] == 0
+
+
+def test_a_failed_run_whose_batches_a_later_run_sent_is_delivered(source_db):
+    """An outage outlasts a run's retries; the next run's lanes drain its batches first."""
+    from services_sync.core import outbox
+    from services_sync.core.payload import Interval, build_body
+    from services_sync.ui.model import RunInfo
+
+    start = NEWEST_END - timedelta(hours=1)
+    with psycopg.connect(source_db) as conn:
+        ensure_state_tables(conn, "services_sync")
+        for index in (0, 1, 2):
+            outbox.store_batch(
+                conn,
+                "services_sync",
+                outbox.BuiltBatch(
+                    batch_index=index,
+                    lane=index % 2,
+                    rows_extracted=2,
+                    rows_quarantined=0,
+                    records=2,
+                    body=build_body([{"request_id": f"{index}-{i}"} for i in range(2)]),
+                    key=f"k{index}",
+                    lower_bound=[],
+                    upper_bound=[],
+                ),
+                dag_id=DAG_ID,
+                run_id="scheduled__failed",
+                interval=Interval(start, NEWEST_END),
+            )
+            outbox.record_ack(
+                conn,
+                "services_sync",
+                outbox.PendingBatch(
+                    DAG_ID, "scheduled__failed", index, start, NEWEST_END, None, f"k{index}", b""
+                ),
+                acks=[{"status": 201, "accepted": 2, "duplicate": False}],
+                attempts=1,
+                # The failed run's own lane got batch 0 through; the next run sent the rest.
+                delivered_by_run="scheduled__failed" if index == 0 else "scheduled__next",
+            )  # fmt: skip
+
+    def failed(dag_id, run_ids, window):
+        return {r: RunInfo(r, "failed", failed_tasks=("post_batches lane 2",)) for r in run_ids}
+
+    report = app.load_report(runs=failed)
+    [item] = report.intervals
+    assert item.status == "delivered"
+    assert item.drained_batches == 2
+    assert item.lanes == ((0, 2, 2), (1, 1, 1))
+    assert "2 batch(es) delivered by a later run" in (item.last_error or "")
 
 
 def test_a_window_reaches_back_from_the_newest_interval(source_db):
@@ -190,7 +247,7 @@ def test_stale_batches_of_a_rebuilt_smaller_plan_are_not_counted(source_db):
                 "body_bytes, built_at, http_status, accepted, duplicate, attempts, acked_at) "
                 "VALUES (%s, %s, %s, %s, %s, 10, 0, 10, 100, %s, 201, 10, false, 1, %s)",
                 (
-                    status.DAG_ID,
+                    DAG_ID,
                     run_id,
                     index,
                     start,
@@ -205,7 +262,7 @@ def test_stale_batches_of_a_rebuilt_smaller_plan_are_not_counted(source_db):
             "interval_end, rows_extracted, batches, batches_posted, rows_sent, "
             "rows_quarantined, duplicates, finished_at) "
             "VALUES (%s, %s, %s, %s, 10, 1, 1, 10, 0, 0, %s)",
-            (status.DAG_ID, run_id, start, NEWEST_END, start + timedelta(hours=3)),
+            (DAG_ID, run_id, start, NEWEST_END, start + timedelta(hours=3)),
         )
     [item] = _client().get("/api/intervals").json()["intervals"]
     assert (item["batches"], item["rows_delivered"], item["status"]) == (1, 10, "delivered")
@@ -214,17 +271,17 @@ def test_stale_batches_of_a_rebuilt_smaller_plan_are_not_counted(source_db):
 
 def test_the_view_reads_only_and_with_bind_parameters(ledger):
     with (
-        status.open_read_only("services_source_db") as conn,
+        app.open_read_only("services_source_db") as conn,
         pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
     ):
         conn.execute("CREATE TABLE services_sync.nope (id int)")
-    with status.open_read_only("services_source_db") as conn:
+    with app.open_read_only("services_source_db") as conn:
         assert conn.execute("SHOW transaction_read_only").fetchone() == ("on",)
         assert conn.execute("SHOW TimeZone").fetchone() == ("UTC",)
         assert conn.execute("SHOW statement_timeout").fetchone() == ("10s",)
-        rows = status.fetch_interval_rows(conn, "services_sync")
+        rows = queries.fetch_interval_rows(conn, "services_sync")
     assert len(rows) == 48
-    text = status.state_sql("status_intervals.sql", "services_sync").as_string(None)
+    text = queries.status_intervals_sql("services_sync").as_string(None)
     assert "%(dag_id)s" in text and "%(window_hours)s" in text
     assert '"services_sync".delivery_ledger' in text
 
@@ -277,8 +334,8 @@ def test_airflow_loads_the_plugin_and_its_nav_entry():
     assert view["destination"] == "nav"
     assert view["name"] == "Sync status"
     assert view["icon"].startswith("data:image/svg+xml;base64,")
-    app, *others = plugin.fastapi_apps
-    assert app["url_prefix"] == "/services-sync"
+    mounted, *others = plugin.fastapi_apps
+    assert mounted["url_prefix"] == "/services-sync"
     # The other DAGs (CDC, MySQL / MariaDB) each have a view of their own.
     assert [a["url_prefix"] for a in others] == [
         "/services-sync-cdc",
@@ -291,7 +348,7 @@ def test_airflow_loads_the_plugin_and_its_nav_entry():
     }
 
     # Airflow's authentication guards the mounted app: no token, no ledger.
-    client = TestClient(app["app"])
+    client = TestClient(mounted["app"])
     response = client.get("/api/intervals")
     assert response.status_code == 401
     assert "intervals" not in response.json()
@@ -336,7 +393,7 @@ def test_airflow_runs_reads_states_and_failed_tasks_from_the_metadata_db(airflow
             ],
         )  # fmt: skip
 
-    found = status.airflow_runs(dag_id, ["scheduled__0"], window=2)
+    found = queries.airflow_runs(dag_id, ["scheduled__0"], window=2)
     # The ledger's run, and the two latest by interval.
     assert set(found) == {"scheduled__0", "scheduled__2", "scheduled__3"}
     assert found["scheduled__0"].state == "success"
@@ -344,6 +401,6 @@ def test_airflow_runs_reads_states_and_failed_tasks_from_the_metadata_db(airflow
     assert found["scheduled__3"].interval_start == start + timedelta(hours=3)
     assert found["scheduled__2"].failed_tasks == ("wait_for_open_transactions (try 1)",)
 
-    found = status.airflow_runs(dag_id, ["scheduled__1"], window=0)
+    found = queries.airflow_runs(dag_id, ["scheduled__1"], window=0)
     assert found["scheduled__1"].failed_tasks == ("post_batches lane 3 (try 21)",)
     assert found["scheduled__1"].queued_at == start + timedelta(hours=2)

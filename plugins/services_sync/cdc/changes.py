@@ -3,17 +3,21 @@
 No Airflow and no database here (see :mod:`services_sync.cdc.tasks` for the tasks and
 :mod:`services_sync.cdc.source` for the slot). A window's changes are staged as
 ``(commit_lsn, position, op, commit_time, service_id, request_id, row_data)``; ``row_data`` is
-the JSON-safe row (the new row of an insert or update, the old row of a delete).
+the JSON-safe row (the new row of an insert or update, the old row of a delete). Values decoded
+from the slot are PostgreSQL's text of them, which the contract transform parses when the batch
+is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from services_sync.cdc.pgoutput import UNCHANGED_TOAST, Change, int_to_lsn
+from services_sync.cdc.decoder import Change, ChangeDecoder
+from services_sync.cdc.pgoutput import UNCHANGED_TOAST, int_to_lsn
 from services_sync.core.transform import json_safe_row
 
 #: Source table of the changes (as pgoutput names it: ``schema.table``), any schema.
@@ -112,6 +116,57 @@ def snapshot_change(
         _text_or_none(values["request_id"]),
         json_safe_row(values),
     )
+
+
+def copy_row(staged: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A staged change as COPY values: ``row_data`` as JSON text.
+
+    For :func:`staged_change`, :func:`snapshot_change` and a binlog row's staged tuple alike.
+    """
+    return (*staged[:-1], json.dumps(staged[-1]))
+
+
+def stage_changes(
+    messages: Iterable[bytes],
+    write_row: Callable[[tuple[Any, ...]], None],
+    *,
+    window_id: int,
+    floor_lsn: int | None,
+    snapshot: Snapshot | None,
+) -> dict[str, int]:
+    """Decode a peek's messages and hand each change of the source table to ``write_row``.
+
+    Each change goes out (as COPY values, :func:`copy_row`) as soon as its message is decoded,
+    so memory holds one message, not a transaction. The caller stages in one database
+    transaction and commits it only after this returns: a peek that fails half-way, or ends
+    inside a transaction, stages nothing.
+
+    Skipped: changes of other tables of a shared publication; transactions the slot had been
+    advanced past (``commit_lsn < floor_lsn``, the same test the server applies to the slot's
+    confirmed position) when a crash undid that advance; transactions ``snapshot`` saw.
+
+    Returns:
+        ``changes`` staged, ``already_acknowledged`` and ``in_snapshot`` skipped.
+
+    Raises:
+        PgOutputError: a malformed or out-of-order message, or messages that end inside a
+            transaction.
+    """
+    decoder = ChangeDecoder()
+    counts = {"changes": 0, "already_acknowledged": 0, "in_snapshot": 0}
+    for data in messages:
+        for change in decoder.feed(data):
+            if not is_source_table(change.relation):
+                continue
+            if floor_lsn is not None and change.commit_lsn < floor_lsn:
+                counts["already_acknowledged"] += 1  # an advance undone by a crash
+            elif snapshot is not None and snapshot.sees(change.xid):
+                counts["in_snapshot"] += 1
+            else:
+                write_row(copy_row(staged_change(window_id, change)))
+                counts["changes"] += 1
+    decoder.finish()
+    return counts
 
 
 def record_row(

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from services_sync.cdc import source as cdc_source
-from services_sync.cdc.tasks import ensure_cdc_objects
+from services_sync.cdc.checks import ensure_cdc_objects
 from services_sync.core.config import load_settings
 from services_sync.core.db import connect
 

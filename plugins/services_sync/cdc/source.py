@@ -4,7 +4,7 @@ The slot is read with SQL (``pg_logical_slot_peek_binary_changes``), never consu
 read: changes stay in the slot until :func:`advance_slot` acknowledges a position after the
 receiver accepted them, so a crash between the two sends them again (at-least-once; the
 receiver de-duplicates on ``(commit_lsn, position_in_txn)``). Decoding of the returned
-messages is :mod:`services_sync.cdc.pgoutput`.
+messages is :mod:`services_sync.cdc.pgoutput` and :mod:`services_sync.cdc.decoder`.
 
 Identifiers (the publication) are composed with :mod:`psycopg.sql`; slot names, LSNs and
 options are bind parameters. The functions take a psycopg 3 connection and leave it as they
@@ -28,7 +28,7 @@ from services_sync.core.sql import load_sql
 MESSAGE_PREFIX = "services_sync"
 
 #: Session settings the decoded text values depend on (pgoutput calls each type's output
-#: function in the session that peeks): the decoder parses ISO timestamps, UTC offsets.
+#: function in the session that peeks): the contract transform parses ISO timestamps.
 _DECODING_SETTINGS = {
     "DateStyle": "ISO, YMD",
     "TimeZone": "UTC",

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pendulum
@@ -40,22 +41,29 @@ def _get(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = _get(env, name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer; set it to e.g. {default}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be >= {minimum}")
-    return value
+    return _number(env, name, default, minimum, int, "an integer")
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    return _number(env, name, default, minimum, float, "a number")
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: _Number,
+    minimum: _Number,
+    parse: type[_Number],
+    kind: str,
+) -> _Number:
     raw = _get(env, name, str(default))
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+        raise ConfigError(f"{name}={raw!r} is not {kind}; set it to e.g. {default}") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be >= {minimum}")
     return value

@@ -50,21 +50,6 @@ def connect(conn_id: str, *, autocommit: bool = False) -> Iterator[psycopg.Conne
         yield conn
 
 
-@contextmanager
-def connect_state(
-    state_conn_id: str, source_conn_id: str, source_conn: psycopg.Connection
-) -> Iterator[psycopg.Connection]:
-    """The state database: ``source_conn`` itself when state lives in the source database.
-
-    One connection per task instead of two: connecting is most of a batch's database time.
-    """
-    if state_conn_id == source_conn_id:
-        yield source_conn
-    else:
-        with connect(state_conn_id) as conn:
-            yield conn
-
-
 def state_sql(name: str, schema: str) -> pgsql.Composed:
     """A state statement from ``include/sql/services_sync/state`` with its schema composed in."""
     return pgsql.SQL(load_sql(f"state/{name}")).format(schema=pgsql.Identifier(schema))

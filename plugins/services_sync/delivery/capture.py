@@ -5,10 +5,10 @@ Every DAG ends with the same delivery half (:mod:`services_sync.dag_factory`): b
 (CDC mode). What differs between the four DAGs is only where the changes come from:
 
 * :class:`QuerySource`, query mode: a table read by data interval. Instances:
-  :data:`services_sync.query.capture.POSTGRES_QUERY`,
-  :data:`services_sync.mysql.capture.MYSQL_QUERY`.
+  :data:`services_sync.query.mode.POSTGRES_QUERY`,
+  :data:`services_sync.mysql.mode.MYSQL_QUERY`.
 * :class:`ChangeFeed`, CDC mode: a log read into capture windows. Instances:
-  :data:`services_sync.cdc.capture.POSTGRES_CDC`, :data:`services_sync.mysql.capture.MYSQL_BINLOG`.
+  :data:`services_sync.cdc.mode.POSTGRES_CDC`, :data:`services_sync.mysql.mode.MYSQL_BINLOG`.
 
 The instances are frozen dataclasses without fields. A DAG file imports one when it is parsed,
 so their methods import the database side (psycopg, the MySQL client, the binlog reader) only

@@ -4,7 +4,7 @@ Only the source side differs: the setup checks (client, grants, time-zone rule, 
 ``PROCESS`` privilege), the gate's failure message and the reconciliation's search for
 unexplained rows. Everything else (plan, transform, quarantine, outbox, lanes, ledger, record,
 reconciliation) is query mode's own code in :mod:`services_sync.query.tasks`, which reaches
-these through :data:`services_sync.mysql.capture.MYSQL_QUERY`.
+these through :data:`services_sync.mysql.mode.MYSQL_QUERY`.
 
 The state (plans, ledger, outbox, quarantine) lives in PostgreSQL, ``SERVICES_SYNC_STATE_CONN_ID``
 (see README, *MySQL / MariaDB → Where the state lives*).

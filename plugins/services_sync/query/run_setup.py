@@ -25,7 +25,7 @@ from services_sync.core.checks import (
 )
 from services_sync.core.config import Settings, load_settings, source_hook_params
 from services_sync.delivery.capture import QuerySource
-from services_sync.query.capture import POSTGRES_QUERY
+from services_sync.query.mode import POSTGRES_QUERY
 
 log = logging.getLogger(__name__)
 

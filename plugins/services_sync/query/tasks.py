@@ -35,7 +35,7 @@ from services_sync.core.gate import (
 from services_sync.core.payload import body_records, build_body, idempotency_key
 from services_sync.core.transform import transform_rows
 from services_sync.delivery.capture import QuerySource, RunBatches
-from services_sync.query.capture import POSTGRES_QUERY
+from services_sync.query.mode import POSTGRES_QUERY
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""CDC mode's pure logic: snapshot visibility, staging rows, delete records, batch plans, keys."""
+"""CDC mode's pure logic: snapshot visibility, staging, delete records, batch plans, keys."""
 
 from __future__ import annotations
 
@@ -16,11 +16,22 @@ from services_sync.cdc.changes import (
     record_row,
     records_per_batch,
     snapshot_change,
+    stage_changes,
     staged_change,
 )
-from services_sync.cdc.pgoutput import UNCHANGED_TOAST, Change
+from services_sync.cdc.decoder import Change
+from services_sync.cdc.pgoutput import UNCHANGED_TOAST, PgOutputError
 from services_sync.core.payload import body_sha256, build_body, scoped_key
 from services_sync.core.transform import transform_rows
+from tests.services_sync.cdc.test_pgoutput import (
+    OID_SR,
+    enc_begin,
+    enc_commit,
+    enc_insert,
+    enc_relation,
+    sr_relation,
+    sr_row,
+)
 
 T = datetime(2025, 5, 14, 10, 0, 1, tzinfo=UTC)
 OPENED = datetime(2025, 5, 13, 9, tzinfo=UTC)
@@ -32,7 +43,6 @@ def change(op="insert", new=None, old=None, **kwargs) -> Change:
         "commit_lsn": 0x16B3748,
         "xid": 750,
         "position_in_txn": 2,
-        "end_lsn": 0x16B3780,
         "commit_time": T,
     }
     return Change(op=op, new=new or {}, old_key=old, **{**defaults, **kwargs})
@@ -120,6 +130,19 @@ def test_delete_is_staged_with_the_old_row():
     assert staged[3:] == ("delete", T, "w", "5", {"service_id": "w", "request_id": 5})
 
 
+def test_the_decoded_text_of_a_row_gives_the_record_of_its_values():
+    text = {
+        "service_id": "water",
+        "request_id": "R-1",
+        "opening_date": "2025-05-13 09:00:00+00",
+        "status_id": "2",
+        "last_modified_date": "2025-05-14 10:00:01+00",
+    }
+    staged = [staged_change(1, change(new=row))[7] for row in (text, ROW)]
+    from_text, from_values = (transform_rows([row]).records for row in staged)
+    assert from_text == from_values != []
+
+
 def test_snapshot_rows_sort_before_every_change():
     row = ("water", "R-1", OPENED, "2", T)
     assert snapshot_change(3, 41, row, T)[:6] == (3, "0/0", 41, "snapshot", T, "water")
@@ -177,3 +200,61 @@ def test_keys_come_from_change_positions_and_content_never_from_runs():
     other = build_body([{"request_id": "R-2"}])
     assert scoped_key(key_scope(("0/16B3748", 0), ("0/16B9000", 7)), other) != key
     assert scoped_key(key_scope(("0/16B3748", 1), ("0/16B9000", 7)), body) != key
+
+
+# -- staging a peek ---------------------------------------------------------------------------
+def stage(messages, **kwargs):
+    written: list[tuple] = []
+    options = {"window_id": 4, "floor_lsn": None, "snapshot": None} | kwargs
+    counts = stage_changes(messages, written.append, **options)
+    return written, counts
+
+
+def test_a_large_transaction_is_staged_before_its_commit_is_read():
+    size = 20_000
+    written: list[tuple] = []
+    staged_when_the_commit_was_read = []
+
+    def messages():
+        yield enc_begin(0x900, 7)
+        yield sr_relation()
+        for i in range(size):
+            yield enc_insert(OID_SR, sr_row(f"R{i}"))
+        staged_when_the_commit_was_read.append(len(written))
+        yield enc_commit(0x900, 0x990)
+
+    counts = stage_changes(messages(), written.append, window_id=4, floor_lsn=None, snapshot=None)
+    assert staged_when_the_commit_was_read == [size]  # nothing waited for the Commit
+    assert counts == {"changes": size, "already_acknowledged": 0, "in_snapshot": 0}
+    assert [row[2] for row in written] == list(range(size))
+    assert written[0][:4] == (4, "0/900", 0, "insert")
+    assert written[0][7] == (
+        '{"service_id": "water", "request_id": "R0", "opening_date": "2025-05-13 09:00:00+00", '
+        '"status_id": "1", "last_modified_date": "2025-05-14 10:00:00.123456+00"}'
+    )
+
+
+def test_a_peek_that_ends_inside_a_transaction_fails():
+    messages = [enc_begin(0x100, 1), sr_relation(), enc_insert(OID_SR, sr_row("R1"))]
+    with pytest.raises(PgOutputError, match="ended inside xid 1"):
+        stage(messages)
+
+
+def test_transactions_below_the_floor_in_the_snapshot_or_of_other_tables_are_skipped():
+    messages = [
+        enc_begin(0x100, 100),
+        sr_relation(),
+        enc_relation(2, "public", "other", [(1, "id", 23, -1)]),
+        enc_insert(OID_SR, sr_row("below-floor")),
+        enc_commit(0x100, 0x120),
+        enc_begin(0x200, 101),  # commit record starts at the floor: not acknowledged yet
+        enc_insert(OID_SR, sr_row("at-floor")),
+        enc_insert(2, ("1",)),
+        enc_commit(0x200, 0x220),
+        enc_begin(0x300, 102),  # committed before the snapshot was taken
+        enc_insert(OID_SR, sr_row("seen")),
+        enc_commit(0x300, 0x320),
+    ]
+    written, counts = stage(messages, floor_lsn=0x200, snapshot=Snapshot.parse("101:105:101"))
+    assert [row[6] for row in written] == ["at-floor"]
+    assert counts == {"changes": 1, "already_acknowledged": 1, "in_snapshot": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services_sync.mysql.binlog import BinlogPosition
-from services_sync.mysql.binlog_tasks import resnapshot_command, retention_verdict, server_problems
+from services_sync.mysql.binlog_setup import resnapshot_command, retention_verdict, server_problems
 
 GOOD = {
     "log_bin": 1,

@@ -1,6 +1,6 @@
 -- Read the slot's pending changes WITHOUT consuming them (peek): the slot only moves when
 -- advance_slot.sql acknowledges a delivered position, so a failed delivery is read again.
--- Every row is one pgoutput protocol-v1 message (plugins/services_sync/pgoutput.py decodes it).
+-- Every row is one pgoutput protocol-v1 message (services_sync.cdc.pgoutput reads it).
 --   slot_name   the logical slot (a value: bind parameter)
 --   upto_lsn    stop after the WAL record reaching this LSN (NULL: up to the flushed end of
 --               WAL). Take it from pg_current_wal_flush_lsn() before peeking: only flushed WAL

@@ -10,6 +10,9 @@
 --   batches that a smaller, rebuilt plan no longer has.
 -- * Window: intervals ending within window_hours of the newest interval on record; the caller
 --   fills the hours that have no run at all.
+-- * drained_batches: batches of the run acknowledged by another run's lanes (a later run drains
+--   the outbox first, e.g. after an outage outlasted this run's retries); lanes: per delivery
+--   lane, its batches and how many are acknowledged.
 -- Params (bind): dag_id, window_hours.
 WITH run_batches AS (
     SELECT run_id,
@@ -69,11 +72,23 @@ SELECT l.interval_start,
        coalesce(sum(d.rows_quarantined), 0)                                   AS rows_quarantined,
        coalesce(sum(d.rows_superseded), 0)                                    AS rows_superseded,
        max(d.acked_at)                                                        AS last_acked_at,
-       max(d.attempts)                                                        AS max_attempts
+       max(d.attempts)                                                        AS max_attempts,
+       count(*) FILTER (WHERE d.acked_at IS NOT NULL
+                          AND d.delivered_by_run IS DISTINCT FROM l.run_id)   AS drained_batches,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('lane', p.lane, 'batches', p.batches,
+                                                     'acked', p.acked) ORDER BY p.lane),
+                        '[]'::jsonb)
+        FROM (SELECT e.lane, count(*) AS batches, count(e.acked_at) AS acked
+              FROM {schema}.delivery_ledger AS e
+              WHERE e.dag_id = %(dag_id)s
+                AND e.run_id = l.run_id
+                AND NOT (l.recorded AND e.batch_index >= l.planned_batches)
+              GROUP BY e.lane) AS p)                                           AS lanes
 FROM latest AS l
 LEFT JOIN {schema}.delivery_ledger AS d
        ON d.dag_id = %(dag_id)s
       AND d.run_id = l.run_id
       AND NOT (l.recorded AND d.batch_index >= l.planned_batches)
-GROUP BY l.interval_start, l.interval_end, l.run_id, l.run_count, l.recorded, l.finished_at
+GROUP BY l.interval_start, l.interval_end, l.run_id, l.run_count, l.recorded, l.finished_at,
+         l.planned_batches
 ORDER BY l.interval_start DESC;
