@@ -4,8 +4,8 @@ A build task writes each batch once, its ledger row and its gzip body (the outbo
 transaction; delivery lanes then read the oldest pending batch of their lane, send it, and
 record the acknowledgment the moment it arrives. Only ids, counts and acks cross XCom.
 
-Plans (query mode) live here too: the first plan of an interval is kept, and its reruns reuse it
-so unchanged batches keep their bodies and keys.
+Query mode's interval plans, which decide the batches a build writes here, are
+:mod:`services_sync.query.plans`.
 """
 
 from __future__ import annotations
@@ -21,67 +21,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
 from services_sync.core.db import state_sql
-from services_sync.core.payload import BatchBounds, Interval, body_sha256, pack_body, unpack_body
-
-
-def keep_plan(
-    conn: psycopg.Connection,
-    schema: str,
-    *,
-    dag_id: str,
-    run_id: str,
-    interval: Interval,
-    rows: Sequence[Sequence[Any]],
-) -> tuple[list[BatchBounds], bool]:
-    """The interval's plan: the stored one if it has one, else ``rows`` (``plan_batches.sql``).
-
-    Returns:
-        The plan, and whether it was reused (True) or stored now (False). The caller commits.
-    """
-    key = {"dag_id": dag_id, "interval_start": interval.start}
-    with conn.cursor() as cur:
-        cur.execute(state_sql("lock_interval_plan.sql", schema), key)
-        cur.execute(state_sql("interval_plan.sql", schema), key)
-        stored = cur.fetchall()
-        if stored:
-            return _bounds(stored), True
-        plan = [BatchBounds.from_plan_row(row) for row in rows]
-        cur.executemany(
-            state_sql("store_interval_plan.sql", schema),
-            [
-                {
-                    **key,
-                    "interval_end": interval.end,
-                    "batch_index": b.index,
-                    "lower_bound": list(b.lower),
-                    "upper_bound": list(b.upper),
-                    "planned_rows": b.planned_rows,
-                    "run_id": run_id,
-                }
-                for b in plan
-            ],
-        )
-    return plan, False
-
-
-def stored_plan(
-    conn: psycopg.Connection, schema: str, *, dag_id: str, interval: Interval
-) -> list[BatchBounds]:
-    """The plan kept for an interval (empty: no changes when it was planned)."""
-    with conn.cursor() as cur:
-        cur.execute(
-            state_sql("interval_plan.sql", schema),
-            {"dag_id": dag_id, "interval_start": interval.start},
-        )
-        return _bounds(cur.fetchall())
-
-
-def _bounds(stored: Sequence[Sequence[Any]]) -> list[BatchBounds]:
-    total = sum(row[3] for row in stored)
-    return [
-        BatchBounds(index, len(stored), tuple(lower), tuple(upper), planned, total)
-        for index, lower, upper, planned, _by in stored
-    ]
+from services_sync.core.payload import Interval, body_sha256, pack_body, unpack_body
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ def keep_plan(
     """
     from airflow.sdk import get_current_context
 
-    from services_sync.core import outbox
     from services_sync.core.db import connect
+    from services_sync.query import plans
 
     settings = settings or load_settings()
     context = get_current_context()
@@ -62,7 +62,7 @@ def keep_plan(
     )
     rows = results[0] if results else []
     with connect(settings.state_conn_id) as conn:
-        plan, reused = outbox.keep_plan(
+        plan, reused = plans.keep_plan(
             conn, settings.state_schema, dag_id=dag_id, run_id=run_id, interval=interval, rows=rows
         )
     summary = {
@@ -100,13 +100,14 @@ def build_batches(
     """
     from services_sync.core import outbox, state
     from services_sync.core.db import connect
+    from services_sync.query import plans
 
     settings = settings or load_settings()
     interval = require_hourly_interval(dag_id, data_interval_start, data_interval_end)
     schema = settings.state_schema
     totals = outbox.BuildTotals()
     with connect(settings.state_conn_id) as conn:
-        plan = outbox.stored_plan(conn, schema, dag_id=dag_id, interval=interval)
+        plan = plans.stored_plan(conn, schema, dag_id=dag_id, interval=interval)
     with source.connect(settings) as source_conn, connect(settings.state_conn_id) as conn:
         reads = source.reads()
         for planned, rows, snapshot in reads.read_planned_batches(source_conn, interval, plan):
