@@ -9,8 +9,11 @@ One room per concern, so a newcomer can find their way:
   checks every DAG's first task runs (``checks``).
 * One subpackage per capture mode: ``query`` (a PostgreSQL table read by ``last_modified_date``
   per hour), ``cdc`` (PostgreSQL logical decoding), ``mysql`` (MySQL / MariaDB: query mode and
-  binlog CDC). A mode's job ends when its batches are in the outbox.
-* ``delivery``: the ``HttpOperator`` lanes that POST the outbox and ``record_delivery``.
+  binlog CDC). A mode's job ends when its batches are in the outbox; its ``mode`` module is how
+  the DAG and the delivery reach it.
+* ``delivery``: the typed interface a mode plugs in with (``capture``), the ``HttpOperator``
+  lanes that POST the outbox, and ``record_delivery``.
+* ``dag_factory``: what every DAG shares (default args, alerts, params, the delivery half).
 * ``ui``: the *Sync status* view the Airflow plugin ``plugins/services_sync_status.py`` serves.
 
 Modules marked *pure* import neither Airflow nor a database driver and are unit-tested alone.
