@@ -6,20 +6,27 @@ at most 1 GiB), so CDC mode's state tables, window logic and keys (commit positi
 the transaction) take binlog positions unchanged, and positions compare in log order.
 
 Row events are read with ``mysql-replication`` (``BinLogStreamReader``, on PyMySQL) as a
-replica would, from a start position up to a fixed end; a transaction's rows are held until its
-commit (``XidEvent``) and handed over whole, so a window never splits a transaction. The
-column names come from the events themselves (``binlog_row_metadata=FULL``).
+replica would, from a start position up to a fixed end, so a window never splits a transaction.
+A row is keyed by its transaction's commit position, which the binlog states only at the end
+(``XidEvent``), so a transaction's rows are held until then, but at most :data:`HOLD_ROWS` of
+them: a larger transaction is read a second time from its start once its commit is known, its
+rows handed over as they come. Memory stays bounded by ``HOLD_ROWS`` rows whatever a writer
+commits at once, at the cost of reading such a transaction twice. The column names come from
+the events themselves (``binlog_row_metadata=FULL``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from services_sync.core.transform import json_safe_row
+
+#: Rows of one transaction held while its commit position is unknown (about 1 KiB each).
+HOLD_ROWS = 5_000
 
 _COLUMNS = ("service_id", "request_id", "opening_date", "status_id", "last_modified_date")
 _NUMBERED = re.compile(r"^(?P<base>.+)\.(?P<number>\d+)$")
@@ -108,14 +115,39 @@ def read_changes(
     server_id: int,
     start: BinlogPosition,
     upto: BinlogPosition,
+    hold_rows: int = HOLD_ROWS,
 ) -> Iterator[RowChange]:
     """The row changes of ``service_requests`` committed in ``[start, upto)``, in commit order.
 
-    ``upto`` is a transaction boundary (a ``SHOW MASTER STATUS`` position), so every
-    transaction is read whole or not at all; only the open transaction's rows are held.
+    ``start`` and ``upto`` are transaction boundaries (a saved position, a ``SHOW MASTER
+    STATUS`` position), so every transaction is read whole or not at all. Up to ``hold_rows``
+    rows of the open transaction are held; past that, the rest of it is only counted, and once
+    its commit is found it is read again from its start (see the module docstring).
+    """
+    commit: tuple[BinlogPosition, datetime] | None = None
+    while True:
+        again = yield from _read_from(conn_id, server_id, start, upto, hold_rows, commit)
+        if again is None:
+            return
+        start, commit = again
+
+
+def _read_from(
+    conn_id: str,
+    server_id: int,
+    start: BinlogPosition,
+    upto: BinlogPosition,
+    hold_rows: int,
+    first_commit: tuple[BinlogPosition, datetime] | None,
+) -> Generator[RowChange, None, tuple[BinlogPosition, tuple[BinlogPosition, datetime]] | None]:
+    """One pass of the binlog from ``start``; returns where to read again, or ``None``.
+
+    Where to read again: the start and the commit of a transaction of more than ``hold_rows``
+    rows. ``first_commit``: the commit of the transaction at ``start``, found by the pass before:
+    its rows are handed over as read, not held.
     """
     from pymysqlreplication import BinLogStreamReader
-    from pymysqlreplication.event import QueryEvent, RotateEvent, XidEvent
+    from pymysqlreplication.event import QueryEvent, XidEvent
     from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
     settings, schema = connection_settings(conn_id)
@@ -133,26 +165,42 @@ def read_changes(
         only_schemas=[schema] if schema else None,
         only_tables=["service_requests"],
     )
-    pending: list[tuple[str, dict[str, Any]]] = []
+    known = first_commit
+    txn_start = start
+    held: list[tuple[str, dict[str, Any]]] = []
+    seen = 0  # rows of the open transaction, held or not
     try:
         for event in stream:
             here = BinlogPosition.parse(stream.log_file, stream.log_pos)
             if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
-                pending.extend(_rows(event))
+                for op, row in _rows(event):
+                    if known is not None:
+                        yield RowChange(known[0], seen, op, known[1], row)
+                    elif seen < hold_rows:
+                        held.append((op, row))
+                    seen += 1
             elif isinstance(event, XidEvent) or (
                 isinstance(event, QueryEvent) and _query_text(event) == "COMMIT"
             ):
-                if pending and here <= upto:
+                if known is not None:
+                    if here != known[0]:
+                        raise RuntimeError(
+                            f"binlog read again from {txn_start} committed at {here}, "
+                            f"not at {known[0]} as the first read found"
+                        )
+                    known = None
+                elif seen and here <= upto:
                     when = datetime.fromtimestamp(event.timestamp, UTC)
-                    for index, (op, row) in enumerate(pending):
+                    if seen > len(held):
+                        return txn_start, (here, when)
+                    for index, (op, row) in enumerate(held):
                         yield RowChange(here, index, op, when, row)
-                pending = []
-            elif isinstance(event, RotateEvent):
-                continue
+                held, seen, txn_start = [], 0, here
             if here >= upto:
                 break
     finally:
         stream.close()
+    return None
 
 
 def _rows(event: Any) -> Iterator[tuple[str, dict[str, Any]]]:
