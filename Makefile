@@ -14,7 +14,7 @@ AIRFLOW_STACK ?= .airflow
 BENCH_ARGS ?=
 EXECUTOR ?=
 
-.PHONY: help install os-packages demo demo-cdc demo-mysql cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke clean
+.PHONY: help install os-packages demo demo-cdc demo-mysql cdc-setup airflow airflow-cli test lint fmt receiver airflow-parse lock bench bench-smoke bench-binlog clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,10 @@ bench: $(STAMP) ## Benchmark the DAG vs the floor and two peers (1k/100k/1M rows
 
 bench-smoke: $(STAMP) ## The same benchmark on 1k rows only (about two minutes) -> bench/.work/smoke/results.md
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
+
+bench-binlog: $(STAMP) ## Binlog CDC's reader on one 1M-row transaction: memory with the bounded hold vs whole -> bench/binlog_hold.md
+	devkit/ensure-os-packages mariadb
+	$(BIN)/python -m bench.binlog_hold $(BENCH_ARGS)
 
 lock: ## Re-resolve requirements*.txt from requirements*.in (needs uv)
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --override requirements-overrides.txt requirements.in -o requirements.txt

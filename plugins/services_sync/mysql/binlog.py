@@ -10,9 +10,10 @@ replica would, from a start position up to a fixed end, so a window never splits
 A row is keyed by its transaction's commit position, which the binlog states only at the end
 (``XidEvent``), so a transaction's rows are held until then, but at most :data:`HOLD_ROWS` of
 them: a larger transaction is read a second time from its start once its commit is known, its
-rows handed over as they come. Memory stays bounded by ``HOLD_ROWS`` rows whatever a writer
-commits at once, at the cost of reading such a transaction twice. The column names come from
-the events themselves (``binlog_row_metadata=FULL``).
+rows handed over as they come (the first read skips its row events past the hold undecoded).
+Memory stays bounded by ``HOLD_ROWS`` rows whatever a writer commits at once, at the cost of
+reading such a transaction twice. The column names come from the events themselves
+(``binlog_row_metadata=FULL``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from services_sync.core.transform import json_safe_row
 
-#: Rows of one transaction held while its commit position is unknown (about 1 KiB each).
+#: Rows of one transaction held while its commit position is unknown (about 0.5 KiB each).
 HOLD_ROWS = 5_000
 
 _COLUMNS = ("service_id", "request_id", "opening_date", "status_id", "last_modified_date")
@@ -121,8 +122,9 @@ def read_changes(
 
     ``start`` and ``upto`` are transaction boundaries (a saved position, a ``SHOW MASTER
     STATUS`` position), so every transaction is read whole or not at all. Up to ``hold_rows``
-    rows of the open transaction are held; past that, the rest of it is only counted, and once
-    its commit is found it is read again from its start (see the module docstring).
+    rows of the open transaction are held (plus the rest of the row event that passes them:
+    ``binlog_row_event_max_size``, 8 KiB by default); past that, its row events are skipped
+    without being decoded, and once its commit is found it is read again from its start.
     """
     commit: tuple[BinlogPosition, datetime] | None = None
     while True:
@@ -168,17 +170,20 @@ def _read_from(
     known = first_commit
     txn_start = start
     held: list[tuple[str, dict[str, Any]]] = []
-    seen = 0  # rows of the open transaction, held or not
+    seen = 0  # rows of a transaction read again: their index
+    overflowed = False  # the open transaction has more rows than the hold: not decoded further
     try:
         for event in stream:
             here = BinlogPosition.parse(stream.log_file, stream.log_pos)
             if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
-                for op, row in _rows(event):
-                    if known is not None:
+                if known is not None:
+                    for op, row in _rows(event):
                         yield RowChange(known[0], seen, op, known[1], row)
-                    elif seen < hold_rows:
-                        held.append((op, row))
-                    seen += 1
+                        seen += 1
+                elif not overflowed:
+                    held.extend(_rows(event))
+                    if len(held) > hold_rows:
+                        held, overflowed = [], True
             elif isinstance(event, XidEvent) or (
                 isinstance(event, QueryEvent) and _query_text(event) == "COMMIT"
             ):
@@ -189,13 +194,13 @@ def _read_from(
                             f"not at {known[0]} as the first read found"
                         )
                     known = None
-                elif seen and here <= upto:
+                elif (held or overflowed) and here <= upto:
                     when = datetime.fromtimestamp(event.timestamp, UTC)
-                    if seen > len(held):
+                    if overflowed:
                         return txn_start, (here, when)
                     for index, (op, row) in enumerate(held):
                         yield RowChange(here, index, op, when, row)
-                held, seen, txn_start = [], 0, here
+                held, seen, overflowed, txn_start = [], 0, False, here
             if here >= upto:
                 break
     finally:
