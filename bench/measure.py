@@ -458,6 +458,58 @@ def dags_report(env: dict[str, str], log_path: Path) -> dict[str, Any]:
     return {"ok": result.returncode == 0 and bool(files), "wall_s": wall, "files": files}
 
 
+_FORKED_PARSE_PROBE = """
+import importlib, json, os, runpy, statistics, sys, time
+sys.path[:0] = [sys.argv[2]]
+import airflow.models  # the dag-processor's own process has Airflow's core loaded
+from airflow.utils.file import iter_airflow_imports
+path, repeats = sys.argv[1], int(sys.argv[3])
+for module in iter_airflow_imports(path):  # [dag_processor] parsing_pre_import_modules
+    importlib.import_module(module)
+times = []
+for _ in range(repeats):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        started = time.perf_counter()
+        runpy.run_path(path, run_name="dag_file")
+        os.write(write, str(time.perf_counter() - started).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        times.append(float(pipe.read()))
+    os.waitpid(pid, 0)
+print(json.dumps({"median_s": statistics.median(times), "times_s": times}))
+"""
+
+
+def dag_processor_parse(env: dict[str, str], dags_folder: Path, repeats: int = 3) -> dict[str, Any]:
+    """Each DAG file parsed as the dag-processor parses it, once per ``min_file_process_interval``.
+
+    Airflow 3.3's dag-processor imports the ``airflow.*`` modules a DAG file names itself
+    (``iter_airflow_imports``), then forks the process that parses the file: what the file
+    imports beyond those, the child imports again on every parse. ``airflow dags report``
+    parses every file in one process, so only its first file pays the shared imports. Median
+    of ``repeats`` forked parses per file.
+    """
+    plugins = dags_folder.parent / "plugins"
+    files = {}
+    for dag_file in sorted(dags_folder.glob("*.py")):
+        result = subprocess.run(
+            [PYTHON, "-c", _FORKED_PARSE_PROBE, str(dag_file), str(plugins), str(repeats)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        line = next((x for x in reversed(result.stdout.splitlines()) if x.startswith("{")), "")
+        files[dag_file.name] = json.loads(line) if line else {"error": result.stderr[-500:]}
+    return {"ok": all("median_s" in f for f in files.values()), "files": files}
+
+
 _IMPORT_PROBE = """
 import sys, time
 sys.path[:0] = [sys.argv[2]]

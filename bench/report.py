@@ -556,9 +556,22 @@ def _targets(results: dict[str, Any]) -> list[list[str]]:
     else:
         out.append(["10M / 100k extraction time ≤ 1.5", "two table sizes", "not run", "n/a"])
 
-    # 7. parse time
+    # 7. parse time: as the dag-processor parses (forked, after its pre-imports) where measured
     parse = (results.get("parse") or {}).get("project")
-    if parse and parse.get("files"):
+    forked = ((results.get("parse") or {}).get("dag_processor") or {}).get("files") or {}
+    if forked and all("median_s" in f for f in forked.values()):
+        worst_s = max(f["median_s"] for f in forked.values())
+        shown = ", ".join(f"{k} {v['median_s']:.3f} s" for k, v in sorted(forked.items()))
+        out.append(
+            [
+                "parse time ≤ 0.2 s per DAG file",
+                "as the dag-processor parses: the file's `airflow.*` imports pre-imported, then "
+                "parsed in a forked process (median of 3), every file in `dags/`",
+                shown,
+                "met" if worst_s <= TARGET_PARSE_S else "**missed**",
+            ]
+        )
+    elif parse and parse.get("files"):
         worst = max(parse["files"].values(), key=lambda f: f["seconds"])
         shown = ", ".join(f"{k} {v['seconds']:.3f} s" for k, v in sorted(parse["files"].items()))
         out.append(
@@ -1014,12 +1027,15 @@ def _source_section(results: dict[str, Any]) -> str:
 
 def _parse_section(results: dict[str, Any]) -> str:
     parse = results.get("parse") or {}
+    forked = (parse.get("dag_processor") or {}).get("files") or {}
     rows = []
     for kind, folder in (("project", "dags/"), ("naive", "bench/naive_dag/ (peer b)")):
         rep = parse.get(kind)
         if not rep:
             continue
         for name, f in sorted(rep["files"].items()):
+            per_parse = forked.get(name, {}).get("median_s") if kind == "project" else None
+            judged = per_parse if per_parse is not None else f["seconds"]
             rows.append(
                 [
                     folder,
@@ -1027,13 +1043,31 @@ def _parse_section(results: dict[str, Any]) -> str:
                     ", ".join(f["dags"]),
                     str(f["tasks"]),
                     f"{f['seconds']:.3f}",
-                    "yes" if f["seconds"] <= TARGET_PARSE_S else "**no**",
+                    "n/a" if per_parse is None else f"{per_parse:.3f}",
+                    "yes" if judged <= TARGET_PARSE_S else "**no**",
                 ]
             )
     if not rows:
         return "Not run."
-    headers = ["DAGs folder", "file", "DAGs", "tasks", "parse s", "≤ 0.2 s"]
-    return _table(headers, rows, {3, 4})
+    headers = [
+        "DAGs folder",
+        "file",
+        "DAGs",
+        "tasks",
+        "`dags report` s",
+        "dag-processor s",
+        "≤ 0.2 s",
+    ]
+    note = (
+        "\n\n*`dags report` s*: `airflow dags report`, every file in one process, so only the "
+        "first pays the imports the files share. *dag-processor s*: each file as Airflow 3.3's "
+        "dag-processor parses it on every `min_file_process_interval`: the `airflow.*` modules "
+        "the file names are imported once in the parent (`[dag_processor] "
+        "parsing_pre_import_modules`), the file is parsed in a forked process (median of 3); "
+        "what the file imports beyond those, every parse imports again. The target is judged "
+        "on it where measured."
+    )
+    return _table(headers, rows, {3, 4, 5}) + (note if forked else "")
 
 
 def _imports_section(results: dict[str, Any]) -> str:
@@ -1123,7 +1157,7 @@ def render(results: dict[str, Any], baseline: dict[str, Any] | None = None) -> s
         "## Peak RSS per task\n\n" + _task_rss_section(results),
         "## Source cost: 1k changed rows in a small and a large table\n\n"
         + _source_section(results),
-        "## Parse time (`airflow dags report`)\n\n"
+        "## Parse time\n\n"
         + _parse_section(results)
         + _imports_section(results),
     ]

@@ -101,3 +101,10 @@ def test_the_smoke_benchmark_fills_every_column(tmp_path):
     assert sched["wall_s"] > 0 and sched["peak_rss_mb"] > 0
     assert raw["scheduler"]["dag_sched"]["force_killed"] == []  # the stack stopped cleanly
     assert raw["source_cost"] and raw["parse"]["project"]["files"]
+
+    # Parse time as the dag-processor pays it, for every DAG file, next to `dags report`'s.
+    header, rows = _table(markdown, "## Parse time")
+    assert header[4:6] == ["`dags report` s", "dag-processor s"]
+    project = [row for row in rows if row[0] == "dags/"]
+    assert sorted(row[1] for row in project) == sorted(p.name for p in (ROOT / "dags").glob("*.py"))
+    assert all(float(row[5]) > 0 for row in project), project
