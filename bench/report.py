@@ -1157,9 +1157,7 @@ def render(results: dict[str, Any], baseline: dict[str, Any] | None = None) -> s
         "## Peak RSS per task\n\n" + _task_rss_section(results),
         "## Source cost: 1k changed rows in a small and a large table\n\n"
         + _source_section(results),
-        "## Parse time\n\n"
-        + _parse_section(results)
-        + _imports_section(results),
+        "## Parse time\n\n" + _parse_section(results) + _imports_section(results),
     ]
     text = "\n\n".join(sections) + "\n" + _profile_section(results)
     return text
