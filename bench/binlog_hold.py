@@ -63,13 +63,10 @@ def read_once(start: str, upto: str, hold_rows: int) -> dict[str, float]:
 
 def _one_transaction(server, database: str, rows: int) -> tuple[str, str]:
     from devkit.seed import create_mysql_source_table, insert_mysql_rows
-    from services_sync.mysql.binlog import BinlogPosition
+    from services_sync.mysql.binlog_setup import master_position
 
     def master(conn) -> str:
-        with conn.cursor() as cur:
-            cur.execute("SHOW MASTER STATUS")
-            file, offset = cur.fetchone()[:2]
-        return str(BinlogPosition.parse(file, offset))
+        return str(master_position(conn))
 
     t0 = datetime(2025, 5, 14, 12, 0, tzinfo=UTC)
     with server.connect(database) as conn:

@@ -9,7 +9,7 @@ import pytest
 
 from devkit.seed import insert_mysql_rows
 from services_sync.mysql import source as mysql_source
-from services_sync.mysql.binlog import read_changes
+from services_sync.mysql.binlog import BinlogPosition, read_changes
 from services_sync.mysql.binlog_setup import log_basename, master_position, server_facts
 
 CONN_ID = "services_mysql_db"
@@ -21,8 +21,7 @@ def _position():
     with mysql_source.connect(CONN_ID) as conn:
         position = master_position(conn)
         server, _, _ = server_facts(conn)
-    base = log_basename(server)
-    return type(position)(position.number, position.offset, base)
+    return BinlogPosition(position.number, position.offset, log_basename(server))
 
 
 def _rows(prefix: str, count: int) -> list[tuple]:
